@@ -1,0 +1,77 @@
+//! Peer addresses as Envoy reports them (`ip:port`, `[v6]:port`), canonicalised so that an
+//! IPv4-mapped IPv6 address (`::ffff:203.0.113.9`) is matched and written as IPv4 everywhere.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+/// Turns `::ffff:a.b.c.d` into `a.b.c.d`; every other address is returned as it is.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// One end of a TCP connection: a canonical IP and a port (0 when the source gave none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr, port: u16) -> Self {
+        Peer {
+            ip: canonical(ip),
+            port,
+        }
+    }
+
+    /// Parses the bytes Envoy gives for an address (`source.address`,
+    /// `%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%`): `1.2.3.4:80`, `[2001:db8::1]:443`, or a bare IP.
+    /// Anything else (a pipe path, stray bytes) is `None`: the caller treats it as malformed.
+    pub fn parse(bytes: &[u8]) -> Option<Peer> {
+        let text = std::str::from_utf8(bytes).ok()?.trim();
+        if let Ok(socket) = SocketAddr::from_str(text) {
+            return Some(Peer::new(socket.ip(), socket.port()));
+        }
+        IpAddr::from_str(text).ok().map(|ip| Peer::new(ip, 0))
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(socket: SocketAddr) -> Self {
+        Peer::new(socket.ip(), socket.port())
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        SocketAddr::new(self.ip, self.port).fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_envoy_address_forms() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"127.0.0.5:4444", Some("127.0.0.5:4444")),
+            (b"[::1]:80", Some("[::1]:80")),
+            (b"[::ffff:203.0.113.9]:1234", Some("203.0.113.9:1234")),
+            (b"203.0.113.9", Some("203.0.113.9:0")),
+            (b"::ffff:10.1.2.3", Some("10.1.2.3:0")),
+            (b"/var/run/envoy.sock", None),
+            (b"", None),
+            (b"\xff\xfe", None),
+            (b"1.2.3.4:99999", None),
+        ];
+        for (input, want) in cases {
+            let got = Peer::parse(input).map(|p| p.to_string());
+            assert_eq!(got.as_deref(), *want, "input {:?}", String::from_utf8_lossy(input));
+        }
+    }
+}

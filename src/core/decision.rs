@@ -1,0 +1,404 @@
+//! The trust decision. [`decide_connection`] judges the direct peer D, the PROXY-derived
+//! source P and the TLVs against the rules (both roles); [`decide_request`] then walks
+//! X-Forwarded-For and rewrites the client-IP headers (HTTP role). The command-line tools call
+//! the same two functions.
+
+use std::net::IpAddr;
+
+use crate::core::addr::Peer;
+use crate::core::config::{IfMissing, Mode, Policy, ProxyProtocol};
+use crate::core::headers::{apply_headers, HeaderAccess};
+use crate::core::tlv::{decode, TlvKey};
+use crate::core::xff::{walk, Walk, WalkEnd};
+
+/// Which filter is deciding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `envoy.filters.network.wasm`: once per connection, no headers.
+    Network,
+    /// `envoy.filters.http.wasm`: per request, with headers.
+    Http,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Network => "network",
+            Role::Http => "http",
+        }
+    }
+}
+
+/// What the host told us about an address input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed<T> {
+    Present(T),
+    Absent,
+    /// Present but not an address (kept apart from absent for the logs).
+    Malformed,
+}
+
+impl Observed<Peer> {
+    /// From the raw property bytes, `None` meaning the property does not exist.
+    pub fn from_bytes(bytes: Option<&[u8]>) -> Observed<Peer> {
+        match bytes {
+            None => Observed::Absent,
+            Some(bytes) => Peer::parse(bytes).map_or(Observed::Malformed, Observed::Present),
+        }
+    }
+
+    pub fn peer(&self) -> Option<Peer> {
+        match self {
+            Observed::Present(peer) => Some(*peer),
+            _ => None,
+        }
+    }
+}
+
+/// Why a connection or request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// A PROXY header from a peer not allowed to send one (a spoofing attempt).
+    UntrustedProxy,
+    /// A rule requires PROXY and there was none.
+    MissingProxy,
+    /// A TLV the rule checks was absent, malformed or not allowed.
+    Tlv,
+    /// The rule denies this peer outright.
+    Denied,
+    /// The direct peer was not in filter state (Envoy config lacks set_filter_state).
+    NoDirectPeer,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 5] = [
+        RejectReason::UntrustedProxy,
+        RejectReason::MissingProxy,
+        RejectReason::Tlv,
+        RejectReason::Denied,
+        RejectReason::NoDirectPeer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::UntrustedProxy => "untrusted_proxy",
+            RejectReason::MissingProxy => "missing_proxy",
+            RejectReason::Tlv => "tlv",
+            RejectReason::Denied => "denied",
+            RejectReason::NoDirectPeer => "no_direct_peer",
+        }
+    }
+
+    pub fn shadow_name(self) -> &'static str {
+        match self {
+            RejectReason::UntrustedProxy => "shadow_untrusted_proxy",
+            RejectReason::MissingProxy => "shadow_missing_proxy",
+            RejectReason::Tlv => "shadow_tlv",
+            RejectReason::Denied => "shadow_denied",
+            RejectReason::NoDirectPeer => "shadow_no_direct_peer",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A rejection with a human detail for the logs (`aws_vpce_id "vpce-1" not allowed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: Option<String>,
+}
+
+/// Where the connection client C came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// C = P, the PROXY header's source.
+    Proxy,
+    /// C = D, the TCP peer.
+    Direct,
+}
+
+/// The verdict on a connection's inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionDecision {
+    pub mode: Mode,
+    /// D as observed (before `if_missing` applied).
+    pub direct_peer: Observed<Peer>,
+    /// P, `source.address`.
+    pub source: Option<Peer>,
+    /// The rule that applied: its index, or `None` for the implicit last rule (or when D was
+    /// unknown).
+    pub rule: Option<usize>,
+    /// The PROXY header was used by Envoy (P != D).
+    pub proxy_present: bool,
+    /// Set when the rules refuse these inputs, in enforce and in shadow mode alike.
+    pub rejection: Option<Rejection>,
+    /// C, the connection client; `None` only when the rejection is enforced.
+    pub client: Option<IpAddr>,
+    pub via: Via,
+    /// PROXY information was present but dropped by an `ignore` rule.
+    pub proxy_ignored: bool,
+    /// Decoded TLV values of PROXY information that was used, by [`TlvKey::index`].
+    pub tlvs: [Option<String>; 5],
+}
+
+impl ConnectionDecision {
+    /// The rejection is enforced: refuse the connection or request.
+    pub fn rejected(&self) -> bool {
+        self.client.is_none()
+    }
+
+    /// The rejection only counted (shadow mode).
+    pub fn shadow_rejection(&self) -> Option<RejectReason> {
+        match (&self.rejection, self.client) {
+            (Some(rejection), Some(_)) => Some(rejection.reason),
+            _ => None,
+        }
+    }
+
+    /// The reason published in filter state and printed by `explain`.
+    pub fn reason(&self) -> &'static str {
+        match (&self.rejection, self.client) {
+            (Some(rejection), None) => rejection.reason.name(),
+            (Some(rejection), Some(_)) => rejection.reason.shadow_name(),
+            (None, _) => match self.via {
+                Via::Proxy => "proxy",
+                Via::Direct => "direct",
+            },
+        }
+    }
+
+    pub fn tlv(&self, key: TlvKey) -> Option<&str> {
+        self.tlvs.get(key.index()).and_then(|v| v.as_deref())
+    }
+}
+
+/// Gives raw TLV values (as Envoy stores them in filter state) on demand, so that only the
+/// TLVs a decision needs are read from the host.
+pub trait TlvSource {
+    fn tlv(&mut self, key: TlvKey) -> Option<Vec<u8>>;
+}
+
+impl<F: FnMut(TlvKey) -> Option<Vec<u8>>> TlvSource for F {
+    fn tlv(&mut self, key: TlvKey) -> Option<Vec<u8>> {
+        self(key)
+    }
+}
+
+/// Fetches each TLV at most once and decodes it.
+struct TlvCache<'a, S: TlvSource> {
+    source: &'a mut S,
+    seen: [Option<Result<String, String>>; 5],
+}
+
+impl<S: TlvSource> TlvCache<'_, S> {
+    /// `Ok(Some(text))`, `Ok(None)` when absent, `Err(why)` when malformed.
+    fn get(&mut self, key: TlvKey) -> Result<Option<String>, String> {
+        let Some(slot) = self.seen.get_mut(key.index()) else {
+            return Ok(None);
+        };
+        if slot.is_none() {
+            *slot = Some(match self.source.tlv(key) {
+                None => Err(String::new()),
+                Some(raw) => decode(key, &raw).map_err(|err| err.to_string()),
+            });
+        }
+        match slot {
+            Some(Ok(text)) => Ok(Some(text.clone())),
+            Some(Err(why)) if why.is_empty() => Ok(None),
+            Some(Err(why)) => Err(why.clone()),
+            None => Ok(None),
+        }
+    }
+}
+
+fn reject(reason: RejectReason, detail: Option<String>) -> Option<Rejection> {
+    Some(Rejection { reason, detail })
+}
+
+/// Judges a connection: D (`direct_peer`), P (`source`) and, on demand, the TLVs.
+pub fn decide_connection(
+    policy: &Policy,
+    role: Role,
+    direct_peer: Observed<Peer>,
+    source: Option<Peer>,
+    tlvs: &mut impl TlvSource,
+) -> ConnectionDecision {
+    let mut decision = ConnectionDecision {
+        mode: policy.mode,
+        direct_peer,
+        source,
+        rule: None,
+        proxy_present: false,
+        rejection: None,
+        client: None,
+        via: Via::Direct,
+        proxy_ignored: false,
+        tlvs: Default::default(),
+    };
+
+    let direct = match (direct_peer.peer(), policy.if_missing) {
+        (Some(peer), _) => Some(peer),
+        (None, IfMissing::TrustSource) => source,
+        (None, IfMissing::Reject) => None,
+    };
+    let Some(direct) = direct else {
+        let detail = match direct_peer {
+            Observed::Malformed => "direct peer in filter state is not an address",
+            _ => "direct peer absent from filter state",
+        };
+        decision.rejection = reject(RejectReason::NoDirectPeer, Some(detail.to_string()));
+        if policy.mode == Mode::Shadow {
+            decision.client = source.map(|p| p.ip);
+        }
+        return decision;
+    };
+    let source = source.unwrap_or(direct);
+    decision.proxy_present = source != direct;
+    decision.rule = policy.rule_for(direct.ip);
+    let rule = decision.rule.and_then(|i| policy.rules.get(i));
+    let words = rule.map_or(ProxyProtocol::Reject, |r| r.proxy_protocol);
+
+    let mut use_proxy = false;
+    match words {
+        ProxyProtocol::Deny => decision.rejection = reject(RejectReason::Denied, None),
+        ProxyProtocol::Require if !decision.proxy_present => {
+            decision.rejection = reject(RejectReason::MissingProxy, None)
+        }
+        ProxyProtocol::Require | ProxyProtocol::Use => use_proxy = decision.proxy_present,
+        ProxyProtocol::Ignore => decision.proxy_ignored = decision.proxy_present,
+        ProxyProtocol::Reject if decision.proxy_present => {
+            decision.rejection = reject(RejectReason::UntrustedProxy, None)
+        }
+        ProxyProtocol::Reject => {}
+    }
+
+    if use_proxy {
+        let mut cache = TlvCache {
+            source: tlvs,
+            seen: Default::default(),
+        };
+        for (key, allowed) in rule.map(|r| r.tlvs.as_slice()).unwrap_or_default() {
+            let detail = match cache.get(*key) {
+                Ok(Some(value)) if allowed.contains(&value) => None,
+                Ok(Some(value)) => Some(format!("{} {:?} not allowed", key.name(), value)),
+                Ok(None) => Some(format!("{} absent", key.name())),
+                Err(why) => Some(format!("malformed {why}")),
+            };
+            if detail.is_some() {
+                decision.rejection = reject(RejectReason::Tlv, detail);
+                break;
+            }
+        }
+        if decision.rejection.is_none() {
+            decision.client = Some(source.ip);
+            decision.via = Via::Proxy;
+            if role == Role::Http {
+                for (key, _) in &policy.headers.tlv {
+                    if let (Ok(value), Some(slot)) =
+                        (cache.get(*key), decision.tlvs.get_mut(key.index()))
+                    {
+                        *slot = value;
+                    }
+                }
+            }
+            return decision;
+        }
+    }
+
+    if decision.rejection.is_none() || policy.mode == Mode::Shadow {
+        decision.client = Some(direct.ip);
+        decision.via = Via::Direct;
+    }
+    decision
+}
+
+/// The verdict on a request (HTTP role).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestDecision {
+    pub connection: ConnectionDecision,
+    /// R, the client; `None` when rejected.
+    pub client: Option<IpAddr>,
+    /// The verified chain, R first, C last.
+    pub chain: Vec<IpAddr>,
+    pub walk_end: WalkEnd,
+    /// Incoming headers the strip step removed.
+    pub stripped: u32,
+}
+
+impl RequestDecision {
+    pub fn rejected(&self) -> bool {
+        self.connection.rejected()
+    }
+
+    /// `xff` when the walk moved the client past C; otherwise the connection's reason.
+    pub fn reason(&self) -> &'static str {
+        match (self.client, self.connection.client) {
+            (Some(r), Some(c))
+                if r != c && self.connection.shadow_rejection().is_none() =>
+            {
+                "xff"
+            }
+            _ => self.connection.reason(),
+        }
+    }
+}
+
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// Walks X-Forwarded-For from the connection client and rewrites the request headers.
+/// Reads X-Forwarded-For only when the walk or the append mode needs it.
+pub fn decide_request(
+    policy: &Policy,
+    connection: ConnectionDecision,
+    headers: &mut impl HeaderAccess,
+) -> RequestDecision {
+    let Some(c) = connection.client else {
+        return RequestDecision {
+            connection,
+            client: None,
+            chain: Vec::new(),
+            walk_end: WalkEnd::NotTrusted,
+            stripped: 0,
+        };
+    };
+    let trusted = policy.xff_trusts(c);
+    let needs_incoming = trusted
+        || policy.headers.x_forwarded_for == crate::core::config::XffMode::Append;
+    let incoming = if needs_incoming {
+        headers.get(X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    let outcome = if trusted {
+        let lines: Vec<&[u8]> = incoming.as_deref().into_iter().collect();
+        walk(c, &lines, policy.xff_table(), policy.xff_max_entries)
+    } else {
+        Walk {
+            client: c,
+            chain: vec![c],
+            end: WalkEnd::NotTrusted,
+        }
+    };
+    let stripped = apply_headers(
+        policy,
+        &connection,
+        trusted,
+        &outcome,
+        incoming.as_deref(),
+        headers,
+    );
+    RequestDecision {
+        connection,
+        client: Some(outcome.client),
+        chain: outcome.chain,
+        walk_end: outcome.end,
+        stripped,
+    }
+}
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

@@ -1,0 +1,172 @@
+//! The well-known PROXY v2 TLVs trustip understands, and how each raw value (as Envoy stores it
+//! in filter state) is decoded into the text that policies compare and headers carry.
+
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+/// A TLV the policy may name; the key is also the filter-state key Envoy's proxy_protocol
+/// listener filter must store it under (`rules: [{tlv_type: 234, on_tlv_present: {key: aws_vpce_id}}]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlvKey {
+    /// 0xEA, AWS VPC endpoint id: subtype byte 0x01, then the ASCII id.
+    AwsVpceId,
+    /// 0xEE, Azure Private Link id: subtype 0x01, then a u32 little-endian; compared as decimal.
+    AzureLinkId,
+    /// 0xE0, GCP Private Service Connect connection id: u64 big-endian; compared as decimal.
+    GcpPscConnectionId,
+    /// 0x02, PP2_TYPE_AUTHORITY: the host name the client asked for.
+    Authority,
+    /// 0x05, PP2_TYPE_UNIQUE_ID: opaque bytes, written as lowercase hex.
+    UniqueId,
+}
+
+impl TlvKey {
+    pub const ALL: [TlvKey; 5] = [
+        TlvKey::AwsVpceId,
+        TlvKey::AzureLinkId,
+        TlvKey::GcpPscConnectionId,
+        TlvKey::Authority,
+        TlvKey::UniqueId,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TlvKey::AwsVpceId => "aws_vpce_id",
+            TlvKey::AzureLinkId => "azure_link_id",
+            TlvKey::GcpPscConnectionId => "gcp_psc_connection_id",
+            TlvKey::Authority => "authority",
+            TlvKey::UniqueId => "unique_id",
+        }
+    }
+
+    /// The PROXY v2 TLV type byte.
+    pub fn tlv_type(self) -> u8 {
+        match self {
+            TlvKey::AwsVpceId => 0xEA,
+            TlvKey::AzureLinkId => 0xEE,
+            TlvKey::GcpPscConnectionId => 0xE0,
+            TlvKey::Authority => 0x02,
+            TlvKey::UniqueId => 0x05,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TlvKey> {
+        TlvKey::ALL.into_iter().find(|key| key.name() == name)
+    }
+
+    /// Position in per-key arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a present TLV value could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlvError {
+    #[error("{key}: expected subtype byte 0x01")]
+    WrongSubtype { key: &'static str },
+    #[error("{key}: expected {expected} bytes, got {got}")]
+    WrongLength {
+        key: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{key}: not printable ASCII")]
+    NotText { key: &'static str },
+}
+
+/// Longest text value accepted (an authority is a host name; ids are short).
+const MAX_TEXT: usize = 255;
+
+fn printable(key: TlvKey, bytes: &[u8]) -> Result<String, TlvError> {
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_TEXT
+        && bytes.iter().all(|b| (0x21..=0x7e).contains(b));
+    if !ok {
+        return Err(TlvError::NotText { key: key.name() });
+    }
+    // Printable ASCII is valid UTF-8.
+    Ok(bytes.iter().map(|&b| char::from(b)).collect())
+}
+
+fn after_subtype(key: TlvKey, raw: &[u8]) -> Result<&[u8], TlvError> {
+    match raw.split_first() {
+        Some((0x01, rest)) => Ok(rest),
+        _ => Err(TlvError::WrongSubtype { key: key.name() }),
+    }
+}
+
+fn exact<const N: usize>(key: TlvKey, bytes: &[u8]) -> Result<[u8; N], TlvError> {
+    <[u8; N]>::try_from(bytes).map_err(|_| TlvError::WrongLength {
+        key: key.name(),
+        expected: N,
+        got: bytes.len(),
+    })
+}
+
+/// Decodes a raw TLV value into its canonical text.
+pub fn decode(key: TlvKey, raw: &[u8]) -> Result<String, TlvError> {
+    match key {
+        TlvKey::AwsVpceId => printable(key, after_subtype(key, raw)?),
+        TlvKey::AzureLinkId => {
+            let bytes = exact::<4>(key, after_subtype(key, raw)?)?;
+            Ok(u32::from_le_bytes(bytes).to_string())
+        }
+        TlvKey::GcpPscConnectionId => Ok(u64::from_be_bytes(exact::<8>(key, raw)?).to_string()),
+        TlvKey::Authority => printable(key, raw),
+        TlvKey::UniqueId => {
+            if raw.is_empty() || raw.len() > 128 {
+                return Err(TlvError::WrongLength {
+                    key: key.name(),
+                    expected: 128,
+                    got: raw.len(),
+                });
+            }
+            let mut hex = String::with_capacity(raw.len() * 2);
+            for byte in raw {
+                let _ = write!(hex, "{byte:02x}");
+            }
+            Ok(hex)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_well_known_values() {
+        let cases: &[(TlvKey, &[u8], Result<&str, ()>)] = &[
+            (TlvKey::AwsVpceId, b"\x01vpce-08d2bf15fb1a2b3c4", Ok("vpce-08d2bf15fb1a2b3c4")),
+            (TlvKey::AwsVpceId, b"vpce-08d2bf15fb1a2b3c4", Err(())),
+            (TlvKey::AwsVpceId, b"\x01vpce\r\nx", Err(())),
+            (TlvKey::AwsVpceId, b"\x01", Err(())),
+            (TlvKey::AwsVpceId, b"", Err(())),
+            (TlvKey::AzureLinkId, b"\x01\x2a\x00\x00\x00", Ok("42")),
+            (TlvKey::AzureLinkId, b"\x01\xff\xff\xff\xff", Ok("4294967295")),
+            (TlvKey::AzureLinkId, b"\x01\x2a\x00\x00", Err(())),
+            (TlvKey::AzureLinkId, b"\x02\x2a\x00\x00\x00", Err(())),
+            (TlvKey::GcpPscConnectionId, b"\x00\x00\x00\x00\x00\x00\x01\x00", Ok("256")),
+            (TlvKey::GcpPscConnectionId, b"\x01", Err(())),
+            (TlvKey::Authority, b"api.example.com", Ok("api.example.com")),
+            (TlvKey::Authority, b"bad host", Err(())),
+            (TlvKey::UniqueId, b"\x00\xab\x10", Ok("00ab10")),
+            (TlvKey::UniqueId, b"", Err(())),
+        ];
+        for (key, raw, want) in cases {
+            let got = decode(*key, raw).map_err(|_| ());
+            assert_eq!(got.as_deref(), want.as_deref(), "{key:?} {raw:?}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for key in TlvKey::ALL {
+            assert_eq!(TlvKey::from_name(key.name()), Some(key));
+            assert_eq!(TlvKey::ALL[key.index()], key);
+        }
+    }
+}
