@@ -71,7 +71,12 @@ mod tests {
         ];
         for (input, want) in cases {
             let got = Peer::parse(input).map(|p| p.to_string());
-            assert_eq!(got.as_deref(), *want, "input {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                got.as_deref(),
+                *want,
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 }

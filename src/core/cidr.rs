@@ -291,7 +291,10 @@ mod tests {
             ("::/0", Ok("::/0")),
             (
                 "10.0.0.0/33",
-                Err(CidrError::PrefixTooLong { prefix: 33, max: 32 }),
+                Err(CidrError::PrefixTooLong {
+                    prefix: 33,
+                    max: 32,
+                }),
             ),
             (
                 "2001:db8::/129",

@@ -267,8 +267,7 @@ impl Policy {
                 let path = err.path().to_string();
                 ConfigError::new(path, None, err.into_inner())
             })?;
-            de.end()
-                .map_err(|err| ConfigError::new(".", None, err))?;
+            de.end().map_err(|err| ConfigError::new(".", None, err))?;
             raw
         };
         compile(raw)
@@ -533,9 +532,18 @@ mod tests {
                 r#"{"xff":{"trusted":["10.0.0.0/8","2001:db8::/200"]}}"#,
                 r#"xff.trusted[1]: "2001:db8::/200": prefix length 200 > 128"#,
             ),
-            (r#"{"xff":{"max_entries":0}}"#, r#"xff.max_entries: "0": must be"#),
-            (r#"{"reject_status":200}"#, r#"reject_status: "200": must be"#),
-            (r#"{"reject_status":70000}"#, r#"reject_status: "70000": must be"#),
+            (
+                r#"{"xff":{"max_entries":0}}"#,
+                r#"xff.max_entries: "0": must be"#,
+            ),
+            (
+                r#"{"reject_status":200}"#,
+                r#"reject_status: "200": must be"#,
+            ),
+            (
+                r#"{"reject_status":70000}"#,
+                r#"reject_status: "70000": must be"#,
+            ),
             (
                 r#"{"headers":{"set":["x real ip"]}}"#,
                 r#"headers.set[0]: "x real ip": not a valid HTTP header name"#,
@@ -544,7 +552,10 @@ mod tests {
                 r#"{"headers":{"set":["X-Forwarded-For"]}}"#,
                 r#"headers.set[0]: "X-Forwarded-For": this header is written by headers.x_forwarded_for"#,
             ),
-            (r#"{"headers":{"tlv":{"aws_vpc":"x"}}}"#, "unknown variant `aws_vpc`"),
+            (
+                r#"{"headers":{"tlv":{"aws_vpc":"x"}}}"#,
+                "unknown variant `aws_vpc`",
+            ),
             (
                 r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"reject","tlvs":{"authority":["a"]}}]}"#,
                 "rules[0].tlvs: TLVs are only checked",
@@ -553,8 +564,14 @@ mod tests {
                 r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"use","tlvs":{"authority":[]}}]}"#,
                 "rules[0].tlvs.authority: empty allowlist",
             ),
-            (r#"{"rules":[{"from":[],"proxy_protocol":"use"}]}"#, "rules[0].from: must list"),
-            (r#"{"rules":[{"proxy_protocol":"use"}]}"#, "rules[0]: missing field `from`"),
+            (
+                r#"{"rules":[{"from":[],"proxy_protocol":"use"}]}"#,
+                "rules[0].from: must list",
+            ),
+            (
+                r#"{"rules":[{"proxy_protocol":"use"}]}"#,
+                "rules[0]: missing field `from`",
+            ),
             (r#"{"mode":"enforce"} x"#, "trailing characters"),
             (r#"[1,2]"#, ".: the configuration must be a JSON object"),
             ("{\"mode\":\"\u{0}\"}", "mode:"),

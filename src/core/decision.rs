@@ -336,11 +336,7 @@ impl RequestDecision {
     /// `xff` when the walk moved the client past C; otherwise the connection's reason.
     pub fn reason(&self) -> &'static str {
         match (self.client, self.connection.client) {
-            (Some(r), Some(c))
-                if r != c && self.connection.shadow_rejection().is_none() =>
-            {
-                "xff"
-            }
+            (Some(r), Some(c)) if r != c && self.connection.shadow_rejection().is_none() => "xff",
             _ => self.connection.reason(),
         }
     }
@@ -365,8 +361,8 @@ pub fn decide_request(
         };
     };
     let trusted = policy.xff_trusts(c);
-    let needs_incoming = trusted
-        || policy.headers.x_forwarded_for == crate::core::config::XffMode::Append;
+    let needs_incoming =
+        trusted || policy.headers.x_forwarded_for == crate::core::config::XffMode::Append;
     let incoming = if needs_incoming {
         headers.get(X_FORWARDED_FOR)
     } else {

@@ -1,5 +1,7 @@
 //! Table-driven tests of the decision and the header plan, on the issue's examples.
 
+#![allow(clippy::type_complexity)]
+
 use super::*;
 use crate::core::headers::HeaderList;
 
@@ -36,29 +38,88 @@ fn each_proxy_protocol_word_with_and_without_proxy() {
     let policy = policy(WORDS);
     // (direct peer, source, reason, client C)
     let cases: &[(&str, &str, &str, Option<&str>)] = &[
-        ("127.0.0.1:1000", "203.0.113.9:5555", "proxy", Some("203.0.113.9")),
+        (
+            "127.0.0.1:1000",
+            "203.0.113.9:5555",
+            "proxy",
+            Some("203.0.113.9"),
+        ),
         ("127.0.0.1:1000", "127.0.0.1:1000", "missing_proxy", None),
-        ("127.0.0.2:1000", "203.0.113.9:5555", "proxy", Some("203.0.113.9")),
-        ("127.0.0.2:1000", "127.0.0.2:1000", "direct", Some("127.0.0.2")),
-        ("127.0.0.3:1000", "203.0.113.9:5555", "direct", Some("127.0.0.3")),
-        ("127.0.0.3:1000", "127.0.0.3:1000", "direct", Some("127.0.0.3")),
-        ("127.0.0.4:1000", "203.0.113.9:5555", "untrusted_proxy", None),
-        ("127.0.0.4:1000", "127.0.0.4:1000", "direct", Some("127.0.0.4")),
+        (
+            "127.0.0.2:1000",
+            "203.0.113.9:5555",
+            "proxy",
+            Some("203.0.113.9"),
+        ),
+        (
+            "127.0.0.2:1000",
+            "127.0.0.2:1000",
+            "direct",
+            Some("127.0.0.2"),
+        ),
+        (
+            "127.0.0.3:1000",
+            "203.0.113.9:5555",
+            "direct",
+            Some("127.0.0.3"),
+        ),
+        (
+            "127.0.0.3:1000",
+            "127.0.0.3:1000",
+            "direct",
+            Some("127.0.0.3"),
+        ),
+        (
+            "127.0.0.4:1000",
+            "203.0.113.9:5555",
+            "untrusted_proxy",
+            None,
+        ),
+        (
+            "127.0.0.4:1000",
+            "127.0.0.4:1000",
+            "direct",
+            Some("127.0.0.4"),
+        ),
         ("127.0.0.6:1000", "127.0.0.6:1000", "denied", None),
         ("127.0.0.6:1000", "203.0.113.9:5555", "denied", None),
         // Implicit last rule: reject PROXY, accept direct.
-        ("127.0.0.66:1000", "203.0.113.9:5555", "untrusted_proxy", None),
-        ("127.0.0.66:1000", "127.0.0.66:1000", "direct", Some("127.0.0.66")),
+        (
+            "127.0.0.66:1000",
+            "203.0.113.9:5555",
+            "untrusted_proxy",
+            None,
+        ),
+        (
+            "127.0.0.66:1000",
+            "127.0.0.66:1000",
+            "direct",
+            Some("127.0.0.66"),
+        ),
         // Same address, other port: PROXY was used.
-        ("127.0.0.66:1000", "127.0.0.66:1001", "untrusted_proxy", None),
+        (
+            "127.0.0.66:1000",
+            "127.0.0.66:1001",
+            "untrusted_proxy",
+            None,
+        ),
         // IPv4-mapped sources are IPv4.
-        ("[::ffff:127.0.0.2]:1000", "[::ffff:203.0.113.9]:5", "proxy", Some("203.0.113.9")),
+        (
+            "[::ffff:127.0.0.2]:1000",
+            "[::ffff:203.0.113.9]:5",
+            "proxy",
+            Some("203.0.113.9"),
+        ),
         ("[::1]:1000", "[2001:db8::7]:5", "untrusted_proxy", None),
     ];
     for (d, p, reason, client) in cases {
         let got = connection(&policy, Some(d), p);
         assert_eq!(got.reason(), *reason, "D={d} P={p}");
-        assert_eq!(got.client, client.map(|c| c.parse().unwrap()), "D={d} P={p}");
+        assert_eq!(
+            got.client,
+            client.map(|c| c.parse().unwrap()),
+            "D={d} P={p}"
+        );
     }
     let ignored = connection(&policy, Some("127.0.0.3:1"), "203.0.113.9:5");
     assert!(ignored.proxy_ignored);
@@ -159,7 +220,12 @@ fn network_role_reads_only_the_tlvs_it_checks() {
     assert_eq!(reads, vec![TlvKey::AwsVpceId]);
 }
 
-fn request(policy: &Policy, d: &str, p: &str, incoming: &[(&str, &[u8])]) -> (RequestDecision, HeaderList) {
+fn request(
+    policy: &Policy,
+    d: &str,
+    p: &str,
+    incoming: &[(&str, &[u8])],
+) -> (RequestDecision, HeaderList) {
     let conn = connection(policy, Some(d), p);
     let mut headers = HeaderList::new();
     for (name, value) in incoming {
@@ -170,7 +236,9 @@ fn request(policy: &Policy, d: &str, p: &str, incoming: &[(&str, &[u8])]) -> (Re
 }
 
 fn header(headers: &mut HeaderList, name: &str) -> Option<String> {
-    headers.get(name).map(|v| String::from_utf8_lossy(&v).into_owned())
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
 const CDN: &str = r#"{"rules":[{"from":["127.0.0.5"],"proxy_protocol":"require"}],
@@ -183,35 +251,74 @@ fn xff_walk_and_headers() {
     // (source P, incoming XFF, R, XFF out, Forwarded out, reason)
     let cases: &[(&str, &[u8], &str, &str, &str, &str)] = &[
         // C trusted, one hop.
-        ("198.51.100.10:1", b"1.1.1.1", "1.1.1.1", "1.1.1.1, 198.51.100.10",
-         "for=1.1.1.1, for=198.51.100.10", "xff"),
+        (
+            "198.51.100.10:1",
+            b"1.1.1.1",
+            "1.1.1.1",
+            "1.1.1.1, 198.51.100.10",
+            "for=1.1.1.1, for=198.51.100.10",
+            "xff",
+        ),
         // Several trusted hops; a spoofed entry left of the client is ignored.
-        ("198.51.100.10:1", b"6.6.6.6, 1.1.1.1, 198.51.100.7", "1.1.1.1",
-         "1.1.1.1, 198.51.100.7, 198.51.100.10",
-         "for=1.1.1.1, for=198.51.100.7, for=198.51.100.10", "xff"),
+        (
+            "198.51.100.10:1",
+            b"6.6.6.6, 1.1.1.1, 198.51.100.7",
+            "1.1.1.1",
+            "1.1.1.1, 198.51.100.7, 198.51.100.10",
+            "for=1.1.1.1, for=198.51.100.7, for=198.51.100.10",
+            "xff",
+        ),
         // C not trusted: its XFF is replaced.
-        ("203.0.113.9:1", b"6.6.6.6", "203.0.113.9", "203.0.113.9", "for=203.0.113.9", "proxy"),
+        (
+            "203.0.113.9:1",
+            b"6.6.6.6",
+            "203.0.113.9",
+            "203.0.113.9",
+            "for=203.0.113.9",
+            "proxy",
+        ),
         // IPv6 client through an IPv6 CDN hop, with bracket and port.
-        ("[2001:db8:cd::1]:1", b"[2001:db8::7]:443", "2001:db8::7",
-         "2001:db8::7, 2001:db8:cd::1",
-         "for=\"[2001:db8::7]\", for=\"[2001:db8:cd::1]\"", "xff"),
+        (
+            "[2001:db8:cd::1]:1",
+            b"[2001:db8::7]:443",
+            "2001:db8::7",
+            "2001:db8::7, 2001:db8:cd::1",
+            "for=\"[2001:db8::7]\", for=\"[2001:db8:cd::1]\"",
+            "xff",
+        ),
         // Malformed element (non-UTF-8) stops the walk at the last address examined.
-        ("198.51.100.10:1", b"1.1.1.1, \xff\xfe, 198.51.100.7", "198.51.100.7",
-         "198.51.100.7, 198.51.100.10", "for=198.51.100.7, for=198.51.100.10", "xff"),
+        (
+            "198.51.100.10:1",
+            b"1.1.1.1, \xff\xfe, 198.51.100.7",
+            "198.51.100.7",
+            "198.51.100.7, 198.51.100.10",
+            "for=198.51.100.7, for=198.51.100.10",
+            "xff",
+        ),
     ];
     for (p, xff, r, xff_out, fwd_out, reason) in cases {
         let (decision, mut headers) = request(
             &policy,
             LB,
             p,
-            &[("x-forwarded-for", xff), ("x-real-ip", b"6.6.6.6"), ("forwarded", b"for=6.6.6.6")],
+            &[
+                ("x-forwarded-for", xff),
+                ("x-real-ip", b"6.6.6.6"),
+                ("forwarded", b"for=6.6.6.6"),
+            ],
         );
         assert_eq!(decision.client, Some(r.parse().unwrap()), "{p} {xff:?}");
         assert_eq!(decision.reason(), *reason, "{p} {xff:?}");
-        assert_eq!(header(&mut headers, "x-forwarded-for").as_deref(), Some(*xff_out));
+        assert_eq!(
+            header(&mut headers, "x-forwarded-for").as_deref(),
+            Some(*xff_out)
+        );
         assert_eq!(header(&mut headers, "forwarded").as_deref(), Some(*fwd_out));
         assert_eq!(header(&mut headers, "x-real-ip").as_deref(), Some(*r));
-        assert_eq!(header(&mut headers, "x-envoy-external-address").as_deref(), Some(*r));
+        assert_eq!(
+            header(&mut headers, "x-envoy-external-address").as_deref(),
+            Some(*r)
+        );
     }
 }
 
@@ -224,8 +331,18 @@ fn xff_modes_and_strip() {
         ("append", "none", Some("6.6.6.6, 127.0.0.66"), None),
         ("preserve", "none", Some("6.6.6.6"), None),
         ("remove", "none", None, None),
-        ("overwrite", "append", Some("127.0.0.66"), Some("for=127.0.0.66")),
-        ("overwrite", "overwrite", Some("127.0.0.66"), Some("for=127.0.0.66")),
+        (
+            "overwrite",
+            "append",
+            Some("127.0.0.66"),
+            Some("for=127.0.0.66"),
+        ),
+        (
+            "overwrite",
+            "overwrite",
+            Some("127.0.0.66"),
+            Some("for=127.0.0.66"),
+        ),
     ];
     for (mode, fwd, xff_out, fwd_out) in cases {
         let policy = policy(&base.replace("MODE", mode).replace("FWD", fwd));
@@ -242,8 +359,16 @@ fn xff_modes_and_strip() {
         );
         assert_eq!(decision.reason(), "direct");
         assert_eq!(decision.stripped, 2, "{mode}");
-        assert_eq!(header(&mut headers, "x-forwarded-for").as_deref(), *xff_out, "{mode}");
-        assert_eq!(header(&mut headers, "forwarded").as_deref(), *fwd_out, "{mode} {fwd}");
+        assert_eq!(
+            header(&mut headers, "x-forwarded-for").as_deref(),
+            *xff_out,
+            "{mode}"
+        );
+        assert_eq!(
+            header(&mut headers, "forwarded").as_deref(),
+            *fwd_out,
+            "{mode} {fwd}"
+        );
         assert_eq!(header(&mut headers, "true-client-ip"), None);
         assert_eq!(header(&mut headers, "x-unrelated").as_deref(), Some("kept"));
     }
@@ -253,12 +378,25 @@ fn xff_modes_and_strip() {
         &policy,
         LB,
         "198.51.100.10:1",
-        &[("x-forwarded-for", b"1.1.1.1"), ("forwarded", b"for=1.1.1.1"), ("true-client-ip", b"1.1.1.1")],
+        &[
+            ("x-forwarded-for", b"1.1.1.1"),
+            ("forwarded", b"for=1.1.1.1"),
+            ("true-client-ip", b"1.1.1.1"),
+        ],
     );
     assert_eq!(decision.stripped, 0);
-    assert_eq!(header(&mut headers, "x-forwarded-for").as_deref(), Some("1.1.1.1, 198.51.100.10"));
-    assert_eq!(header(&mut headers, "forwarded").as_deref(), Some("for=1.1.1.1, for=198.51.100.10"));
-    assert_eq!(header(&mut headers, "true-client-ip").as_deref(), Some("1.1.1.1"));
+    assert_eq!(
+        header(&mut headers, "x-forwarded-for").as_deref(),
+        Some("1.1.1.1, 198.51.100.10")
+    );
+    assert_eq!(
+        header(&mut headers, "forwarded").as_deref(),
+        Some("for=1.1.1.1, for=198.51.100.10")
+    );
+    assert_eq!(
+        header(&mut headers, "true-client-ip").as_deref(),
+        Some("1.1.1.1")
+    );
 }
 
 #[test]
@@ -277,17 +415,30 @@ fn tlv_headers_come_only_from_used_proxy_information() {
     let mut headers = HeaderList::new();
     headers.append("x-proxy-authority", b"evil");
     decide_request(&policy, conn, &mut headers);
-    assert_eq!(header(&mut headers, "x-proxy-authority").as_deref(), Some("api.example.com"));
+    assert_eq!(
+        header(&mut headers, "x-proxy-authority").as_deref(),
+        Some("api.example.com")
+    );
 
     // A direct client cannot set the header itself.
-    let (_, mut headers) = request(&policy, ATTACKER, ATTACKER, &[("x-proxy-authority", b"evil")]);
+    let (_, mut headers) = request(
+        &policy,
+        ATTACKER,
+        ATTACKER,
+        &[("x-proxy-authority", b"evil")],
+    );
     assert_eq!(header(&mut headers, "x-proxy-authority"), None);
 }
 
 #[test]
 fn rejected_requests_touch_no_headers() {
     let policy = policy("{}");
-    let (decision, headers) = request(&policy, ATTACKER, "203.0.113.9:5", &[("x-forwarded-for", b"1.1.1.1")]);
+    let (decision, headers) = request(
+        &policy,
+        ATTACKER,
+        "203.0.113.9:5",
+        &[("x-forwarded-for", b"1.1.1.1")],
+    );
     assert!(decision.rejected());
     assert_eq!(decision.reason(), "untrusted_proxy");
     assert_eq!(decision.client, None);
@@ -296,7 +447,9 @@ fn rejected_requests_touch_no_headers() {
 
 #[test]
 fn xff_entry_limit() {
-    let policy = policy(r#"{"rules":[{"from":["127.0.0.5"],"proxy_protocol":"use"}],"xff":{"trusted":["10.0.0.0/8"],"max_entries":3}}"#);
+    let policy = policy(
+        r#"{"rules":[{"from":["127.0.0.5"],"proxy_protocol":"use"}],"xff":{"trusted":["10.0.0.0/8"],"max_entries":3}}"#,
+    );
     let xff = b"1.1.1.1, 10.0.0.5, 10.0.0.4, 10.0.0.3, 10.0.0.2";
     let (decision, _) = request(&policy, LB, "10.0.0.1:1", &[("x-forwarded-for", xff)]);
     assert_eq!(decision.client, Some("10.0.0.4".parse().unwrap()));

@@ -88,7 +88,8 @@ pub fn apply_headers(
     match rules.forwarded {
         ForwardedMode::None => {}
         ForwardedMode::Overwrite => {
-            let elements: Vec<String> = walk.chain.iter().map(|ip| forwarded_element(*ip)).collect();
+            let elements: Vec<String> =
+                walk.chain.iter().map(|ip| forwarded_element(*ip)).collect();
             headers.set(FORWARDED, elements.join(", ").as_bytes());
         }
         ForwardedMode::Append => {
@@ -141,7 +142,11 @@ impl HeaderList {
 impl HeaderAccess for HeaderList {
     /// Repeated lines are joined with `,`, as Envoy does for X-Forwarded-For.
     fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-        let mut values = self.entries.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+        let mut values = self
+            .entries
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v);
         let first = values.next()?;
         let mut joined = first.clone();
         for value in values {

@@ -140,16 +140,28 @@ mod tests {
     #[test]
     fn decodes_well_known_values() {
         let cases: &[(TlvKey, &[u8], Result<&str, ()>)] = &[
-            (TlvKey::AwsVpceId, b"\x01vpce-08d2bf15fb1a2b3c4", Ok("vpce-08d2bf15fb1a2b3c4")),
+            (
+                TlvKey::AwsVpceId,
+                b"\x01vpce-08d2bf15fb1a2b3c4",
+                Ok("vpce-08d2bf15fb1a2b3c4"),
+            ),
             (TlvKey::AwsVpceId, b"vpce-08d2bf15fb1a2b3c4", Err(())),
             (TlvKey::AwsVpceId, b"\x01vpce\r\nx", Err(())),
             (TlvKey::AwsVpceId, b"\x01", Err(())),
             (TlvKey::AwsVpceId, b"", Err(())),
             (TlvKey::AzureLinkId, b"\x01\x2a\x00\x00\x00", Ok("42")),
-            (TlvKey::AzureLinkId, b"\x01\xff\xff\xff\xff", Ok("4294967295")),
+            (
+                TlvKey::AzureLinkId,
+                b"\x01\xff\xff\xff\xff",
+                Ok("4294967295"),
+            ),
             (TlvKey::AzureLinkId, b"\x01\x2a\x00\x00", Err(())),
             (TlvKey::AzureLinkId, b"\x02\x2a\x00\x00\x00", Err(())),
-            (TlvKey::GcpPscConnectionId, b"\x00\x00\x00\x00\x00\x00\x01\x00", Ok("256")),
+            (
+                TlvKey::GcpPscConnectionId,
+                b"\x00\x00\x00\x00\x00\x00\x01\x00",
+                Ok("256"),
+            ),
             (TlvKey::GcpPscConnectionId, b"\x01", Err(())),
             (TlvKey::Authority, b"api.example.com", Ok("api.example.com")),
             (TlvKey::Authority, b"bad host", Err(())),

@@ -106,6 +106,7 @@ pub fn walk(c: IpAddr, lines: &[&[u8]], trusted: &CidrTable, max_entries: usize)
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
 
@@ -158,7 +159,13 @@ mod tests {
         // (lines, max, client, chain, end)
         let cases: &[(&[&str], usize, &str, &[&str], WalkEnd)] = &[
             (&[], 32, "10.0.0.1", &["10.0.0.1"], WalkEnd::AllTrusted),
-            (&["1.1.1.1"], 32, "1.1.1.1", &["1.1.1.1", "10.0.0.1"], WalkEnd::Untrusted),
+            (
+                &["1.1.1.1"],
+                32,
+                "1.1.1.1",
+                &["1.1.1.1", "10.0.0.1"],
+                WalkEnd::Untrusted,
+            ),
             (
                 &["6.6.6.6, 1.1.1.1, 10.0.0.2, 10.0.0.3"],
                 32,
@@ -180,7 +187,13 @@ mod tests {
                 &["10.0.0.2", "10.0.0.1"],
                 WalkEnd::Malformed,
             ),
-            (&["1.1.1.1, unknown"], 32, "10.0.0.1", &["10.0.0.1"], WalkEnd::Malformed),
+            (
+                &["1.1.1.1, unknown"],
+                32,
+                "10.0.0.1",
+                &["10.0.0.1"],
+                WalkEnd::Malformed,
+            ),
             (
                 &["1.1.1.1, 10.0.0.4, 10.0.0.3, 10.0.0.2"],
                 2,
@@ -203,13 +216,23 @@ mod tests {
                 WalkEnd::Untrusted,
             ),
             (&["  "], 32, "10.0.0.1", &["10.0.0.1"], WalkEnd::AllTrusted),
-            (&["10.0.0.1"], 32, "10.0.0.1", &["10.0.0.1"], WalkEnd::AllTrusted),
+            (
+                &["10.0.0.1"],
+                32,
+                "10.0.0.1",
+                &["10.0.0.1"],
+                WalkEnd::AllTrusted,
+            ),
         ];
         for (lines, max, client, chain, end) in cases {
             let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
             let got = walk(c, &lines, &trusted, *max);
             assert_eq!(got.client, ip(client), "{lines:?}");
-            assert_eq!(got.chain, chain.iter().map(|s| ip(s)).collect::<Vec<_>>(), "{lines:?}");
+            assert_eq!(
+                got.chain,
+                chain.iter().map(|s| ip(s)).collect::<Vec<_>>(),
+                "{lines:?}"
+            );
             assert_eq!(got.end, *end, "{lines:?}");
         }
     }
