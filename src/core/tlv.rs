@@ -133,6 +133,52 @@ pub fn decode(key: TlvKey, raw: &[u8]) -> Result<String, TlvError> {
     }
 }
 
+/// Why a text value cannot be turned into a TLV (command-line `--tlv KEY=VALUE`, tests).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {value:?} is not {expected}")]
+pub struct TlvEncodeError {
+    pub key: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// The inverse of [`decode`]: the raw TLV value Envoy would store for a decoded text.
+pub fn encode(key: TlvKey, text: &str) -> Result<Vec<u8>, TlvEncodeError> {
+    let err = |expected| TlvEncodeError {
+        key: key.name(),
+        value: text.to_string(),
+        expected,
+    };
+    let raw = match key {
+        TlvKey::AwsVpceId => [&[0x01u8][..], text.as_bytes()].concat(),
+        TlvKey::AzureLinkId => {
+            let id: u32 = text.parse().map_err(|_| err("a decimal u32"))?;
+            [&[0x01u8][..], &id.to_le_bytes()].concat()
+        }
+        TlvKey::GcpPscConnectionId => {
+            let id: u64 = text.parse().map_err(|_| err("a decimal u64"))?;
+            id.to_be_bytes().to_vec()
+        }
+        TlvKey::Authority => text.as_bytes().to_vec(),
+        TlvKey::UniqueId => {
+            if text.len() % 2 != 0 {
+                return Err(err("hex bytes"));
+            }
+            let mut raw = Vec::with_capacity(text.len() / 2);
+            for pair in text.as_bytes().chunks(2) {
+                let pair = std::str::from_utf8(pair).map_err(|_| err("hex bytes"))?;
+                raw.push(u8::from_str_radix(pair, 16).map_err(|_| err("hex bytes"))?);
+            }
+            raw
+        }
+    };
+    // Only values the filter would accept round-trip.
+    match decode(key, &raw) {
+        Ok(decoded) if decoded == text.to_ascii_lowercase() || decoded == text => Ok(raw),
+        _ => Err(err("a valid value for this TLV")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +218,24 @@ mod tests {
             let got = decode(*key, raw).map_err(|_| ());
             assert_eq!(got.as_deref(), want.as_deref(), "{key:?} {raw:?}");
         }
+    }
+
+    #[test]
+    fn encode_inverts_decode() {
+        let cases = [
+            (TlvKey::AwsVpceId, "vpce-0a1b2c3d4e5f60718"),
+            (TlvKey::AzureLinkId, "42"),
+            (TlvKey::GcpPscConnectionId, "18446744073709551615"),
+            (TlvKey::Authority, "api.example.com"),
+            (TlvKey::UniqueId, "00ab10"),
+        ];
+        for (key, text) in cases {
+            let raw = encode(key, text).unwrap();
+            assert_eq!(decode(key, &raw).unwrap(), text);
+        }
+        assert!(encode(TlvKey::AzureLinkId, "-1").is_err());
+        assert!(encode(TlvKey::UniqueId, "abc").is_err());
+        assert!(encode(TlvKey::AwsVpceId, "has space").is_err());
     }
 
     #[test]

@@ -1,0 +1,315 @@
+//! `trustip explain`: runs the filter's decision on given inputs and prints the outcome.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use trustip::core::addr::Peer;
+use trustip::core::config::{Mode, Policy};
+use trustip::core::decision::{
+    decide_connection, decide_request, ConnectionDecision, Observed, Role, Via,
+};
+use trustip::core::headers::{HeaderAccess, HeaderList};
+use trustip::core::tlv::{encode, TlvKey};
+use trustip::core::xff::WalkEnd;
+
+use crate::error::CliError;
+use crate::policy_file::PolicyFile;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    /// The HTTP filter: per request, with headers (root_id trustip-http).
+    Http,
+    /// The network filter: per connection, no headers (root_id trustip-network).
+    Network,
+}
+
+/// Run the filter's decision on these inputs: the direct TCP peer D, the address from the PROXY
+/// header P, its TLVs and the request headers. Exit status: 0 accept, 1 reject, 2 bad usage or
+/// bad configuration.
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// The policy: the filter's JSON plugin configuration.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The direct peer D: the TCP peer before PROXY processing (e.g. the load balancer).
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub peer: String,
+    /// The source address P from the PROXY header; omit when the connection carried none.
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub proxy: Option<String>,
+    /// A PROXY v2 TLV carried with --proxy, decoded form (aws_vpce_id=vpce-..., azure_link_id=42,
+    /// gcp_psc_connection_id=7, authority=host, unique_id=hex). Repeatable.
+    #[arg(long = "tlv", value_name = "KEY=VALUE")]
+    pub tlvs: Vec<String>,
+    /// A request header as sent by the client ('X-Forwarded-For: 1.2.3.4'). Repeatable; repeated
+    /// names are joined with ',' as Envoy does.
+    #[arg(long = "header", value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
+    /// Which filter role decides.
+    #[arg(long, value_enum, default_value = "http")]
+    pub role: RoleArg,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_peer(flag: &str, text: &str) -> Result<Peer, CliError> {
+    Peer::parse(text.as_bytes()).ok_or_else(|| {
+        CliError::Usage(format!(
+            "{flag} {text:?}: expected an IP address with an optional port (1.2.3.4:80, [2001:db8::1]:443)"
+        ))
+    })
+}
+
+fn parse_tlvs(args: &[String]) -> Result<[Option<Vec<u8>>; 5], CliError> {
+    let mut raw: [Option<Vec<u8>>; 5] = Default::default();
+    for arg in args {
+        let (key, value) = arg
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--tlv {arg:?}: expected KEY=VALUE")))?;
+        let key = TlvKey::from_name(key.trim()).ok_or_else(|| {
+            let known: Vec<&str> = TlvKey::ALL.iter().map(|k| k.name()).collect();
+            CliError::Usage(format!(
+                "--tlv {arg:?}: unknown key; known: {}",
+                known.join(", ")
+            ))
+        })?;
+        let bytes = encode(key, value).map_err(|err| CliError::Usage(format!("--tlv {err}")))?;
+        if let Some(slot) = raw.get_mut(key.index()) {
+            *slot = Some(bytes);
+        }
+    }
+    Ok(raw)
+}
+
+fn parse_headers(args: &[String]) -> Result<HeaderList, CliError> {
+    let mut headers = HeaderList::new();
+    for arg in args {
+        let (name, value) = arg.split_once(':').ok_or_else(|| {
+            CliError::Usage(format!("--header {arg:?}: expected 'Name: value'"))
+        })?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(CliError::Usage(format!("--header {arg:?}: empty name")));
+        }
+        headers.append(name, value.trim().as_bytes());
+    }
+    Ok(headers)
+}
+
+/// Everything `explain` reports, computed by the filter's own functions.
+struct Explanation {
+    role: Role,
+    connection: ConnectionDecision,
+    client: Option<String>,
+    chain: Vec<String>,
+    walk_end: Option<WalkEnd>,
+    reason: &'static str,
+    headers: BTreeMap<String, Option<String>>,
+    changes: BTreeMap<String, &'static str>,
+}
+
+fn explain(policy: &Policy, args: &ExplainArgs) -> Result<Explanation, CliError> {
+    let direct = parse_peer("--peer", &args.peer)?;
+    let source = match &args.proxy {
+        Some(text) => parse_peer("--proxy", text)?,
+        None => direct,
+    };
+    if args.proxy.is_none() && !args.tlvs.is_empty() {
+        return Err(CliError::Usage(
+            "--tlv needs --proxy: TLVs travel in a PROXY header".to_string(),
+        ));
+    }
+    let tlvs = parse_tlvs(&args.tlvs)?;
+    let mut tlv_source = |key: TlvKey| tlvs.get(key.index()).cloned().flatten();
+    let role = match args.role {
+        RoleArg::Http => Role::Http,
+        RoleArg::Network => Role::Network,
+    };
+    let connection = decide_connection(
+        policy,
+        role,
+        Observed::Present(direct),
+        Some(source),
+        &mut tlv_source,
+    );
+    if role == Role::Network {
+        return Ok(Explanation {
+            role,
+            reason: connection.reason(),
+            client: connection.client.map(|c| c.to_string()),
+            chain: Vec::new(),
+            walk_end: None,
+            connection,
+            headers: BTreeMap::new(),
+            changes: BTreeMap::new(),
+        });
+    }
+
+    let incoming = parse_headers(&args.headers)?;
+    let mut headers = incoming.clone();
+    let decision = decide_request(policy, connection, &mut headers);
+    let mut before = incoming.clone();
+    let mut after = headers.clone();
+    let mut names: Vec<String> = incoming
+        .entries()
+        .iter()
+        .chain(headers.entries())
+        .map(|(name, _)| name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut final_headers = BTreeMap::new();
+    let mut changes = BTreeMap::new();
+    if !decision.rejected() {
+        for name in names {
+            let old = before.get(&name);
+            let new = after.get(&name);
+            let change = match (&old, &new) {
+                (None, Some(_)) => "set",
+                (Some(_), None) => "removed",
+                (Some(a), Some(b)) if a != b => "rewritten",
+                _ => "unchanged",
+            };
+            changes.insert(name.clone(), change);
+            final_headers.insert(
+                name,
+                new.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            );
+        }
+    }
+    Ok(Explanation {
+        role,
+        reason: decision.reason(),
+        client: decision.client.map(|c| c.to_string()),
+        chain: decision.chain.iter().map(|ip| ip.to_string()).collect(),
+        walk_end: Some(decision.walk_end),
+        connection: decision.connection,
+        headers: final_headers,
+        changes,
+    })
+}
+
+fn walk_name(end: WalkEnd) -> &'static str {
+    match end {
+        WalkEnd::NotTrusted => "not_walked",
+        WalkEnd::Untrusted => "untrusted_found",
+        WalkEnd::AllTrusted => "all_trusted",
+        WalkEnd::Malformed => "malformed",
+        WalkEnd::Limit => "limit",
+    }
+}
+
+fn rule_text(policy: &Policy, rule: Option<usize>) -> String {
+    match rule.and_then(|i| policy.rules.get(i)) {
+        Some(rule) => rule.to_string(),
+        None => "from any proxy_protocol reject".to_string(),
+    }
+}
+
+fn to_json(policy: &Policy, e: &Explanation) -> Value {
+    let c = &e.connection;
+    let rejected = c.rejected();
+    let tlvs: BTreeMap<&str, &str> = TlvKey::ALL
+        .iter()
+        .filter_map(|k| c.tlv(*k).map(|v| (k.name(), v)))
+        .collect();
+    json!({
+        "action": if rejected { "reject" } else { "accept" },
+        "reason": e.reason,
+        "role": e.role.name(),
+        "mode": match c.mode { Mode::Enforce => "enforce", Mode::Shadow => "shadow" },
+        "shadow_rejection": c.shadow_rejection().map(|r| r.name()),
+        "detail": c.rejection.as_ref().and_then(|r| r.detail.clone()),
+        "rule": c.rule,
+        "rule_text": rule_text(policy, c.rule),
+        "direct_peer": c.direct_peer.peer().map(|p| p.to_string()),
+        "source": c.source.map(|p| p.to_string()),
+        "proxy_used": c.proxy_present,
+        "proxy_ignored": c.proxy_ignored,
+        "connection_client": c.client.map(|ip| ip.to_string()),
+        "client_ip": e.client,
+        "chain": e.chain,
+        "xff_walk": e.walk_end.map(walk_name),
+        "tlvs": tlvs,
+        "status": match (rejected, e.role) { (true, Role::Http) => Some(policy.reject_status), _ => None },
+        "headers": e.headers,
+    })
+}
+
+fn print_text(policy: &Policy, e: &Explanation) {
+    let c = &e.connection;
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+    let action = if c.rejected() { "REJECT" } else { "ACCEPT" };
+    println!("{action} ({})", e.reason);
+    if let Some(reason) = c.shadow_rejection() {
+        println!(
+            "  shadow mode: this would be rejected ({}) in enforce mode; it proceeds with C = D",
+            reason.name()
+        );
+    }
+    if let Some(detail) = c.rejection.as_ref().and_then(|r| r.detail.as_deref()) {
+        println!("  why:        {detail}");
+    }
+    println!(
+        "  rule:       {}: {}",
+        c.rule.map_or("implicit".to_string(), |i| format!("#{i}")),
+        rule_text(policy, c.rule)
+    );
+    println!("  direct D:   {}", dash(c.direct_peer.peer().map(|p| p.to_string())));
+    let proxy_note = match (c.proxy_present, c.proxy_ignored) {
+        (false, _) => " (no PROXY header)",
+        (true, true) => " (PROXY header ignored by the rule)",
+        (true, false) => " (from the PROXY header)",
+    };
+    println!("  source P:   {}{proxy_note}", dash(c.source.map(|p| p.to_string())));
+    let via = match (c.client, c.via) {
+        (None, _) => "",
+        (Some(_), Via::Proxy) => " (= P)",
+        (Some(_), Via::Direct) => " (= D)",
+    };
+    println!("  client C:   {}{via}", dash(c.client.map(|ip| ip.to_string())));
+    for key in TlvKey::ALL {
+        if let Some(value) = c.tlv(key) {
+            println!("  tlv:        {} = {value}", key.name());
+        }
+    }
+    if e.role == Role::Network {
+        if c.rejected() {
+            println!("  network role: the connection is closed before any byte reaches HTTP");
+        }
+        return;
+    }
+    println!("  client R:   {}", dash(e.client.clone()));
+    if let Some(end) = e.walk_end {
+        println!("  xff walk:   {}", walk_name(end));
+    }
+    if c.rejected() {
+        println!(
+            "  http role:  answered {} locally; nothing reaches the upstream",
+            policy.reject_status
+        );
+        return;
+    }
+    println!("  chain:      {}", e.chain.join(", "));
+    println!("  upstream sees:");
+    for (name, value) in &e.headers {
+        let change = e.changes.get(name).copied().unwrap_or("unchanged");
+        match value {
+            Some(value) => println!("    {name}: {value}   [{change}]"),
+            None => println!("    {name}   [{change}]"),
+        }
+    }
+}
+
+pub fn run(args: &ExplainArgs) -> Result<u8, CliError> {
+    let file = PolicyFile::load(&args.config)?;
+    let explanation = explain(&file.policy, args)?;
+    if args.json {
+        println!("{}", to_json(&file.policy, &explanation));
+    } else {
+        print_text(&file.policy, &explanation);
+    }
+    Ok(if explanation.connection.rejected() { 1 } else { 0 })
+}

@@ -1,0 +1,55 @@
+//! `trustip`: the operator's command line. It shares the filter's core, so `explain` prints
+//! exactly what Envoy decides.
+
+mod error;
+mod explain;
+mod policy_file;
+mod probe;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Who is the client? Tools for trustip, the client-IP filter for Envoy behind an L4 load
+/// balancer.
+#[derive(Parser)]
+#[command(name = "trustip", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the filter's decision on given inputs and print the outcome.
+    Explain(explain::ExplainArgs),
+    /// Print deployment configuration (Envoy bootstrap, Istio resources, docker-compose stack)
+    /// built from a policy.
+    Render(render::RenderArgs),
+    /// Diagnose a live listener from outside: does it expect PROXY, and can clients spoof?
+    Probe(probe::ProbeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help/version with exit 0 and usage errors with 2.
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::Explain(args) => explain::run(&args),
+        Command::Render(args) => render::run(&args),
+        Command::Probe(args) => probe::run(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("{err}");
+            ExitCode::from(2)
+        }
+    }
+}
