@@ -86,9 +86,9 @@ fn parse_tlvs(args: &[String]) -> Result<[Option<Vec<u8>>; 5], CliError> {
 fn parse_headers(args: &[String]) -> Result<HeaderList, CliError> {
     let mut headers = HeaderList::new();
     for arg in args {
-        let (name, value) = arg.split_once(':').ok_or_else(|| {
-            CliError::Usage(format!("--header {arg:?}: expected 'Name: value'"))
-        })?;
+        let (name, value) = arg
+            .split_once(':')
+            .ok_or_else(|| CliError::Usage(format!("--header {arg:?}: expected 'Name: value'")))?;
         let name = name.trim();
         if name.is_empty() {
             return Err(CliError::Usage(format!("--header {arg:?}: empty name")));
@@ -173,10 +173,7 @@ fn explain(policy: &Policy, args: &ExplainArgs) -> Result<Explanation, CliError>
                 _ => "unchanged",
             };
             changes.insert(name.clone(), change);
-            final_headers.insert(
-                name,
-                new.map(|v| String::from_utf8_lossy(&v).into_owned()),
-            );
+            final_headers.insert(name, new.map(|v| String::from_utf8_lossy(&v).into_owned()));
         }
     }
     Ok(Explanation {
@@ -257,19 +254,28 @@ fn print_text(policy: &Policy, e: &Explanation) {
         c.rule.map_or("implicit".to_string(), |i| format!("#{i}")),
         rule_text(policy, c.rule)
     );
-    println!("  direct D:   {}", dash(c.direct_peer.peer().map(|p| p.to_string())));
+    println!(
+        "  direct D:   {}",
+        dash(c.direct_peer.peer().map(|p| p.to_string()))
+    );
     let proxy_note = match (c.proxy_present, c.proxy_ignored) {
         (false, _) => " (no PROXY header)",
         (true, true) => " (PROXY header ignored by the rule)",
         (true, false) => " (from the PROXY header)",
     };
-    println!("  source P:   {}{proxy_note}", dash(c.source.map(|p| p.to_string())));
+    println!(
+        "  source P:   {}{proxy_note}",
+        dash(c.source.map(|p| p.to_string()))
+    );
     let via = match (c.client, c.via) {
         (None, _) => "",
         (Some(_), Via::Proxy) => " (= P)",
         (Some(_), Via::Direct) => " (= D)",
     };
-    println!("  client C:   {}{via}", dash(c.client.map(|ip| ip.to_string())));
+    println!(
+        "  client C:   {}{via}",
+        dash(c.client.map(|ip| ip.to_string()))
+    );
     for key in TlvKey::ALL {
         if let Some(value) = c.tlv(key) {
             println!("  tlv:        {} = {value}", key.name());
@@ -311,5 +317,9 @@ pub fn run(args: &ExplainArgs) -> Result<u8, CliError> {
     } else {
         print_text(&file.policy, &explanation);
     }
-    Ok(if explanation.connection.rejected() { 1 } else { 0 })
+    Ok(if explanation.connection.rejected() {
+        1
+    } else {
+        0
+    })
 }
