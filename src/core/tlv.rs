@@ -161,7 +161,7 @@ pub fn encode(key: TlvKey, text: &str) -> Result<Vec<u8>, TlvEncodeError> {
         }
         TlvKey::Authority => text.as_bytes().to_vec(),
         TlvKey::UniqueId => {
-            if text.len() % 2 != 0 {
+            if !text.len().is_multiple_of(2) {
                 return Err(err("hex bytes"));
             }
             let mut raw = Vec::with_capacity(text.len() / 2);
