@@ -9,3 +9,16 @@ pub mod decision;
 pub mod headers;
 pub mod tlv;
 pub mod xff;
+
+#[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
+mod target_tests {
+    /// The same tests run natively and as 32-bit wasm (Envoy's target); this proves which.
+    #[test]
+    fn pointer_width_matches_the_target() {
+        let expected = if cfg!(target_arch = "wasm32") { 4 } else { 8 };
+        assert_eq!(std::mem::size_of::<usize>(), expected);
+    }
+}
