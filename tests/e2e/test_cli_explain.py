@@ -1,0 +1,256 @@
+"""`trustip explain` agrees with the filter in real Envoy (issue 3, "Done when").
+
+One table of cases: a policy, the direct peer (the loopback address the client binds), the PROXY
+header (none, v1, or v2 with a source and TLVs) and the request headers. For each case the test
+runs `trustip explain --json` (HTTP role, and network role) on the same inputs and sends the same
+request through Envoy running the bootstrap `trustip render --target envoy` printed for that
+policy (loopback ports, the built wasm) to the recording upstream. They must agree on the action
+(accept = 200; reject = the connection closed by the network role), on the client (`client_ip` =
+the upstream's x-envoy-external-address), on every header explain reports (its value, or absent
+when explain says null), and on the reason Envoy's access log prints.
+
+explain's --peer has no port: the filter compares address and port to tell whether a PROXY header
+was used, so "no PROXY" cases simply omit --proxy."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from cli_support import RenderedEnvoy, cli, render_envoy, scratch_dir, write_policy  # noqa: F401
+from harness import client
+
+VPCE_OK, VPCE_BAD = "vpce-0a1b2c3d4e5f", "vpce-0badbadbad00"
+
+POLICIES = {
+    # Each proxy_protocol word, TLV allow-lists, an XFF walk through 10/8, TLV headers.
+    "main": {
+        "rules": [
+            {"from": ["127.0.0.5/32"], "proxy_protocol": "require"},
+            {"from": ["127.0.0.6/32"], "proxy_protocol": "use"},
+            {"from": ["127.0.0.7/32"], "proxy_protocol": "ignore"},
+            {"from": ["127.0.0.8/32"], "proxy_protocol": "deny"},
+            {"from": ["127.0.0.9/32"], "proxy_protocol": "require", "tlvs": {"aws_vpce_id": [VPCE_OK]}},
+            {"from": ["127.0.0.10/32"], "proxy_protocol": "require", "tlvs": {"azure_link_id": ["42", "43"]}},
+        ],
+        "xff": {"trusted": ["10.0.0.0/8"]},
+        "headers": {"tlv": {"aws_vpce_id": "x-vpce-id", "azure_link_id": "x-azure-link-id"}},
+    },
+    "shadow": {
+        "mode": "shadow",
+        "rules": [
+            {"from": ["127.0.0.5/32"], "proxy_protocol": "require"},
+            {"from": ["127.0.0.8/32"], "proxy_protocol": "deny"},
+            {"from": ["127.0.0.9/32"], "proxy_protocol": "require", "tlvs": {"aws_vpce_id": [VPCE_OK]}},
+        ],
+        "xff": {"trusted": ["10.0.0.0/8"]},
+    },
+    # The other header modes.
+    "headers": {
+        "rules": [{"from": ["127.0.0.5/32"], "proxy_protocol": "require"}],
+        "xff": {"trusted": ["10.0.0.0/8"]},
+        "headers": {
+            "x_forwarded_for": "append",
+            "forwarded": "overwrite",
+            "set": ["x-envoy-external-address", "x-real-ip"],
+            "strip": ["true-client-ip", "cf-connecting-ip"],
+            "tlv": {"authority": "x-lb-authority", "unique_id": "x-lb-request-id", "gcp_psc_connection_id": "x-psc-id"},
+        },
+    },
+    "preserve": {
+        "rules": [{"from": ["127.0.0.6/32"], "proxy_protocol": "use"}],
+        "headers": {"x_forwarded_for": "preserve", "forwarded": "append", "strip": []},
+    },
+    "remove": {
+        "rules": [{"from": ["127.0.0.6/32"], "proxy_protocol": "use"}],
+        "headers": {"x_forwarded_for": "remove"},
+    },
+}
+
+
+@dataclass
+class Case:
+    name: str
+    policy: str
+    peer: str
+    proxy: str | None = None  # "v1" | "v2"
+    source: str = "203.0.113.10"
+    source_port: int = 4000
+    tlvs: dict[str, str] = field(default_factory=dict)  # decoded form, as explain takes them
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+XFF = "x-forwarded-for"
+# Binary TLV values here keep every byte below 0x80: Envoy 1.40 stores TLVs in filter state as
+# UTF-8-sanitized strings (a byte >= 0x80 becomes '!'), which explain cannot know (test_tlv.py).
+# fmt: off
+CASES = [
+    # require / use / ignore / deny / the implicit last rule (reject)
+    Case("require-v2", "main", "127.0.0.5", "v2"),
+    Case("require-v1", "main", "127.0.0.5", "v1", source="198.51.100.3"),
+    Case("require-missing", "main", "127.0.0.5"),
+    Case("use-with-proxy", "main", "127.0.0.6", "v2", headers=[(XFF, "6.6.6.6")]),
+    Case("use-without-proxy", "main", "127.0.0.6", headers=[(XFF, "6.6.6.6")]),
+    Case("ignore-drops-proxy", "main", "127.0.0.7", "v1"),
+    Case("deny-plain", "main", "127.0.0.8"),
+    Case("deny-with-proxy", "main", "127.0.0.8", "v2"),
+    Case("stranger-with-proxy", "main", "127.0.0.66", "v2", source="203.0.113.66"),
+    Case("stranger-with-proxy-v1", "main", "127.0.0.66", "v1", source="203.0.113.66"),
+    Case("stranger-plain-spoofs-headers", "main", "127.0.0.66", headers=[
+        (XFF, "1.2.3.4"), ("X-Real-IP", "1.2.3.4"), ("True-Client-IP", "1.2.3.4"),
+        ("Forwarded", "for=1.2.3.4"), ("x-envoy-external-address", "1.2.3.4"), ("x-vpce-id", VPCE_OK)]),
+    # TLV allow / deny, TLV headers never taken from the client
+    Case("tlv-allowed", "main", "127.0.0.9", "v2", tlvs={"aws_vpce_id": VPCE_OK}, headers=[("x-vpce-id", "forged")]),
+    Case("tlv-not-allowed", "main", "127.0.0.9", "v2", tlvs={"aws_vpce_id": VPCE_BAD}),
+    Case("tlv-absent", "main", "127.0.0.9", "v2"),
+    Case("tlv-without-proxy", "main", "127.0.0.9"),
+    Case("tlv-azure-allowed", "main", "127.0.0.10", "v2", tlvs={"azure_link_id": "43"}),
+    Case("tlv-azure-denied", "main", "127.0.0.10", "v2", tlvs={"azure_link_id": "7"}),
+    Case("tlv-header-forged-rule-without-tlvs", "main", "127.0.0.5", "v2", headers=[("x-vpce-id", "forged")]),
+    Case("tlv-header-from-proxy", "main", "127.0.0.5", "v2", tlvs={"aws_vpce_id": VPCE_BAD}),
+    # the XFF walk (C trusted when it is in 10/8)
+    Case("xff-walk", "main", "127.0.0.5", "v2", source="10.1.2.3", headers=[(XFF, "198.51.100.20, 10.9.9.9")]),
+    Case("xff-all-trusted", "main", "127.0.0.5", "v2", source="10.1.2.3", headers=[(XFF, "10.0.0.1, 10.0.0.2")]),
+    Case("xff-malformed", "main", "127.0.0.5", "v2", source="10.1.2.3", headers=[(XFF, "198.51.100.20, bogus, 10.9.9.9")]),
+    Case("xff-two-lines", "main", "127.0.0.5", "v2", source="10.1.2.3", headers=[(XFF, "198.51.100.21"), (XFF, "10.7.7.7")]),
+    Case("xff-port-and-brackets", "main", "127.0.0.5", "v2", source="10.1.2.3", headers=[(XFF, "[2001:db8::7]:443, 10.0.0.4:8080")]),
+    Case("xff-not-walked", "main", "127.0.0.5", "v2", headers=[(XFF, "198.51.100.20")]),
+    Case("xff-direct-trusted-peer", "main", "127.0.0.6", headers=[(XFF, "10.1.1.1")]),
+    Case("ipv6-proxy-source", "main", "127.0.0.5", "v2", source="2001:db8::10"),
+    Case("ipv4-mapped-proxy-source", "main", "127.0.0.5", "v2", source="::ffff:203.0.113.9"),
+    # shadow mode: would-be rejections are only counted
+    Case("shadow-stranger-with-proxy", "shadow", "127.0.0.66", "v2", source="203.0.113.66", headers=[(XFF, "6.6.6.6")]),
+    Case("shadow-missing-proxy", "shadow", "127.0.0.5"),
+    Case("shadow-deny", "shadow", "127.0.0.8", "v1"),
+    Case("shadow-tlv", "shadow", "127.0.0.9", "v2", tlvs={"aws_vpce_id": VPCE_BAD}),
+    Case("shadow-accept-walks", "shadow", "127.0.0.5", "v2", source="10.1.2.3", headers=[(XFF, "198.51.100.20")]),
+    # header modes
+    Case("append-forwarded-set", "headers", "127.0.0.5", "v2", source="10.1.2.3", headers=[
+        (XFF, "198.51.100.7"), ("Forwarded", "for=6.6.6.6"), ("X-Real-IP", "6.6.6.6"), ("True-Client-IP", "6.6.6.6"),
+        ("X-Client-IP", "6.6.6.6")]),
+    Case("append-untrusted-c", "headers", "127.0.0.5", "v1", headers=[(XFF, "198.51.100.7"), ("CF-Connecting-IP", "6.6.6.6")]),
+    Case("tlv-headers-authority-unique-id-gcp", "headers", "127.0.0.5", "v2",
+         tlvs={"authority": "api.example.com", "unique_id": "00112233445566770a1b2c3d4e5f6071", "gcp_psc_connection_id": str(0x0102030405060708)},
+         headers=[("x-lb-authority", "forged"), ("x-lb-request-id", "forged")]),
+    Case("tlv-headers-removed-when-absent", "headers", "127.0.0.5", "v2", headers=[("x-lb-authority", "forged"), ("x-psc-id", "1")]),
+    Case("preserve-and-forwarded-append", "preserve", "127.0.0.6", "v2", headers=[(XFF, "6.6.6.6"), ("Forwarded", "for=6.6.6.6")]),
+    Case("preserve-stranger", "preserve", "127.0.0.66", headers=[(XFF, "6.6.6.6"), ("X-Real-IP", "6.6.6.6")]),
+    Case("remove-xff", "remove", "127.0.0.6", "v1", headers=[(XFF, "6.6.6.6")]),
+]
+# fmt: on
+
+
+def _tlv_bytes(tlvs: dict[str, str]) -> list[bytes]:
+    encoders = {
+        "aws_vpce_id": lambda v: client.aws_vpce_tlv(v),
+        "azure_link_id": lambda v: client.azure_link_tlv(int(v)),
+        "gcp_psc_connection_id": lambda v: client.gcp_psc_tlv(int(v)),
+        "authority": lambda v: client.tlv(client.PP2_TYPE_AUTHORITY, v.encode()),
+        "unique_id": lambda v: client.tlv(client.PP2_TYPE_UNIQUE_ID, bytes.fromhex(v)),
+    }
+    return [encoders[key](value) for key, value in tlvs.items()]
+
+
+def proxy_header(case: Case) -> bytes:
+    destination = "2001:db8::1" if ":" in case.source else "10.0.0.1"
+    if case.proxy == "v1":
+        return client.proxy_v1(case.source, destination, case.source_port, 80)
+    if case.proxy == "v2":
+        return client.proxy_v2(case.source, destination, case.source_port, 80, tlvs=_tlv_bytes(case.tlvs))
+    assert not case.tlvs, "TLVs travel in a PROXY v2 header"
+    return b""
+
+
+def explain_args(case: Case, policy_path) -> list[str]:
+    args = ["explain", "--config", str(policy_path), "--peer", case.peer, "--json"]
+    if case.proxy:
+        host = f"[{case.source}]" if ":" in case.source else case.source
+        args += ["--proxy", f"{host}:{case.source_port}"]
+    for key, value in case.tlvs.items():
+        args += ["--tlv", f"{key}={value}"]
+    for name, value in case.headers:
+        args += ["--header", f"{name}: {value}"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def policy_files():
+    directory = scratch_dir("explain")
+    return {name: write_policy(directory, name, policy) for name, policy in POLICIES.items()}
+
+
+@pytest.fixture(scope="module")
+def envoys(cli, policy_files, echo, wasm):  # noqa: F811
+    """One Envoy per policy, each running the bootstrap `trustip render` printed, as printed."""
+    started = {}
+    try:
+        for name, path in policy_files.items():
+            text, port = render_envoy(cli, path, echo.port, wasm=wasm)
+            instance = RenderedEnvoy(text, name=f"explain-{name}")
+            instance.start()
+            started[name] = (instance, port)
+        yield started
+    finally:
+        for instance, _ in started.values():
+            instance.stop()
+
+
+def _access_log_line(instance: RenderedEnvoy, path: str, timeout: float = 5.0) -> str:
+    """The rendered access log goes to Envoy's stdout (the harness keeps it in stderr_path)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        text = instance.stderr_path.read_text(errors="replace")
+        for line in text.splitlines():
+            if f" {path} " in line:
+                return line
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no access log line for {path} in {instance.stderr_path}")
+        time.sleep(0.05)
+
+
+def test_every_policy_and_word_is_covered():
+    words = {rule["proxy_protocol"] for policy in POLICIES.values() for rule in policy.get("rules", [])}
+    assert {"require", "use", "ignore", "deny"} <= words  # reject: the implicit last rule
+    assert any(case.peer == "127.0.0.66" and case.proxy for case in CASES)
+    assert {case.policy for case in CASES} == set(POLICIES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_explain_agrees_with_envoy(case: Case, cli, policy_files, envoys, echo):  # noqa: F811
+    http = cli.run(*explain_args(case, policy_files[case.policy]), expect=None)
+    assert http.code in (0, 1), http
+    said = http.json()
+    assert (said["action"] == "accept") == (http.code == 0), http
+    network = cli.run(*explain_args(case, policy_files[case.policy]), "--role", "network", expect=None)
+    assert network.json()["action"] == said["action"], network
+
+    instance, port = envoys[case.policy]
+    path = f"/explain/{case.name}"
+    response = client.request(port, case.headers, source=case.peer, proxy=proxy_header(case), path=path)
+
+    if said["action"] == "reject":
+        # Both roles are loaded: the network role closes the connection before HTTP.
+        assert response.closed, (said, response)
+        assert echo.find(response.test_id) is None
+        return
+    assert response.status == 200, (said, response)
+    upstream = echo.wait_for(response.test_id)
+    assert said["client_ip"] == upstream.text("x-envoy-external-address"), (said, upstream.headers)
+    for name, value in said["headers"].items():
+        assert upstream.text(name) == value, (name, said, upstream.headers)
+    line = _access_log_line(instance, path)
+    assert f" reason={said['reason']}" in line, (said, line)
+    assert f" client={said['client_ip']}" in line, (said, line)
+    if said["mode"] == "shadow" and said["shadow_rejection"]:
+        assert said["reason"] == f"shadow_{said['shadow_rejection']}"
+
+
+def test_explain_text_says_shadow(cli, policy_files):  # noqa: F811
+    run = cli.run("explain", "--config", policy_files["shadow"], "--peer", "127.0.0.66", "--proxy", "203.0.113.66:1")
+    assert run.out.startswith("ACCEPT (shadow_untrusted_proxy)"), run
+    assert "shadow mode" in run.out, run
+    assert re.search(r"client R:\s+127\.0\.0\.66", run.out), run

@@ -1,0 +1,208 @@
+"""`trustip render --target istio` validates against Istio's published CRD schemas (issue 3).
+
+Every rendered document's kind and apiVersion must be a kind, group and served version of a CRD
+in tests/data/istio/ (see SOURCE.md there), and its `spec` must validate against that version's
+`openAPIV3Schema.properties.spec`. Objects that declare `properties` are closed (as
+`kubectl apply --validate=strict` treats them) unless they carry
+`x-kubernetes-preserve-unknown-fields`, so a misspelled field fails. The CEL rules
+(`x-kubernetes-validations`) are not evaluated here. Negative tests prove the validator catches a
+misspelled field and a bad enum value. No cluster needed."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+from cli_support import ISTIO_CRDS, cli, scratch_dir, write_policy  # noqa: F401  (cli is a fixture)
+
+POLICY = {
+    "rules": [
+        {"from": ["10.0.0.0/8"], "proxy_protocol": "require"},
+        {"from": ["192.168.0.0/16"], "proxy_protocol": "require", "tlvs": {"aws_vpce_id": ["vpce-0a1b2c3d4e5f"]}},
+    ],
+    "headers": {"tlv": {"aws_vpce_id": "x-amzn-vpce-id"}},
+}
+ANNOTATION = """proxy.istio.io/config: '{"gatewayTopology":{"proxyProtocol":{}}}'"""
+
+
+def _closed(schema):
+    """A copy of `schema` where every object with `properties` refuses other fields, unless it
+    says `x-kubernetes-preserve-unknown-fields`."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {key: _closed(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+        and "additionalProperties" not in schema
+    ):
+        result["additionalProperties"] = False
+    return result
+
+
+class CrdSchemas:
+    """The spec validators of the CRDs in tests/data/istio, by (apiVersion, kind)."""
+
+    def __init__(self) -> None:
+        self.validators: dict[tuple[str, str], jsonschema.protocols.Validator] = {}
+        for path in sorted(ISTIO_CRDS.glob("*.yaml")):
+            crd = yaml.safe_load(path.read_text())
+            assert crd["kind"] == "CustomResourceDefinition", path
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                if not version.get("served", False):
+                    continue
+                spec_schema = _closed(version["schema"]["openAPIV3Schema"]["properties"]["spec"])
+                validator_class = jsonschema.validators.validator_for(spec_schema, default=jsonschema.Draft7Validator)
+                validator_class.check_schema(spec_schema)
+                self.validators[(f"{group}/{version['name']}", kind)] = validator_class(spec_schema)
+
+    def errors(self, document: dict) -> list[str]:
+        key = (document.get("apiVersion"), document.get("kind"))
+        if key not in self.validators:
+            return [f"no served CRD version for apiVersion={key[0]} kind={key[1]} (have {sorted(self.validators)})"]
+        problems = []
+        metadata = document.get("metadata") or {}
+        if not metadata.get("name"):
+            problems.append("metadata.name missing")
+        unknown_top = set(document) - {"apiVersion", "kind", "metadata", "spec"}
+        if unknown_top:
+            problems.append(f"unknown top-level fields {sorted(unknown_top)}")
+        for error in self.validators[key].iter_errors(document.get("spec")):
+            where = ".".join(str(p) for p in error.absolute_path) or "spec"
+            problems.append(f"spec.{where}: {error.message}" if where != "spec" else f"spec: {error.message}")
+        return problems
+
+
+@pytest.fixture(scope="module")
+def schemas() -> CrdSchemas:
+    return CrdSchemas()
+
+
+def render_istio(cli, *extra: str) -> tuple[str, list[dict]]:  # noqa: F811
+    policy = write_policy(scratch_dir("istio"), "policy", POLICY)
+    text = cli.run("render", "--config", policy, "--target", "istio", *extra).out
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        numbered = "\n".join(f"{i + 1:4} {line}" for i, line in enumerate(text.splitlines()))
+        pytest.fail(f"`trustip render --target istio` printed YAML that does not parse: {error}\n{numbered}")
+    return text, documents
+
+
+@pytest.fixture(scope="module", params=["wasm-file", "oci-image"])
+def rendered(request, cli, wasm):  # noqa: F811
+    if request.param == "wasm-file":
+        return render_istio(cli, "--wasm", str(wasm))
+    return render_istio(cli, "--image", "oci://ghcr.io/example/trustip:0.1.0", "--namespace", "gateways", "--gateway-label", "app=edge")
+
+
+def test_every_document_validates(rendered, schemas):
+    _, documents = rendered
+    assert [(d["kind"], d["metadata"]["name"]) for d in documents] == [
+        ("WasmPlugin", "trustip-network"),
+        ("WasmPlugin", "trustip-http"),
+        ("EnvoyFilter", "trustip-wiring"),
+    ]
+    for document in documents:
+        assert schemas.errors(document) == [], document
+
+
+def test_wasm_plugins_as_promised(rendered):
+    text, documents = rendered
+    plugins = [d for d in documents if d["kind"] == "WasmPlugin"]
+    assert {(p["spec"]["type"], p["spec"]["pluginName"]) for p in plugins} == {
+        ("NETWORK", "trustip-network"),
+        ("HTTP", "trustip-http"),
+    }
+    for plugin in plugins:
+        spec = plugin["spec"]
+        assert spec["failStrategy"] == "FAIL_CLOSE"
+        assert spec["pluginConfig"] == POLICY
+        assert spec["selector"]["matchLabels"]
+        if spec["url"].startswith("file://"):
+            assert len(spec["sha256"]) == 64
+        else:
+            assert "sha256" not in spec
+    # The gateway must parse PROXY: the Deployment annotation is spelled out for the operator.
+    assert ANNOTATION in text
+
+
+def test_envoy_filter_wiring(rendered):
+    _, documents = rendered
+    (envoy_filter,) = [d for d in documents if d["kind"] == "EnvoyFilter"]
+    patches = envoy_filter["spec"]["configPatches"]
+    set_filter_state = patches[0]["patch"]["value"]
+    assert set_filter_state["name"] == "envoy.filters.network.set_filter_state"
+    assert patches[0]["patch"]["operation"] == "INSERT_FIRST"
+    proxy_protocol = patches[1]["patch"]["value"]["typed_config"]
+    assert proxy_protocol["tlv_location"] == "FILTER_STATE"
+    assert proxy_protocol["rules"] == [{"tlv_type": 234, "on_tlv_present": {"key": "aws_vpce_id"}}]
+    hcm = patches[2]["patch"]["value"]["typed_config"]
+    assert hcm["use_remote_address"] is True and hcm["skip_xff_append"] is True
+
+
+# --- the validator itself catches mistakes --------------------------------------------------
+
+
+def _first(documents: list[dict], kind: str) -> dict:
+    return copy.deepcopy(next(d for d in documents if d["kind"] == kind))
+
+
+def test_validator_catches_misspelled_field(rendered, schemas):
+    _, documents = rendered
+    plugin = _first(documents, "WasmPlugin")
+    plugin["spec"]["failStrategey"] = plugin["spec"].pop("failStrategy")
+    assert any("failStrategey" in e for e in schemas.errors(plugin))
+    # Nested, inside a closed object of the EnvoyFilter.
+    envoy_filter = _first(documents, "EnvoyFilter")
+    envoy_filter["spec"]["configPatches"][0]["match"]["contxt"] = envoy_filter["spec"]["configPatches"][0]["match"].pop("context")
+    assert any("contxt" in e for e in schemas.errors(envoy_filter))
+
+
+def test_validator_catches_bad_enum(rendered, schemas):
+    _, documents = rendered
+    plugin = _first(documents, "WasmPlugin")
+    plugin["spec"]["failStrategy"] = "FAIL_CLOSED"  # Envoy's spelling, not Istio's
+    assert any("FAIL_CLOSED" in e for e in schemas.errors(plugin))
+    plugin = _first(documents, "WasmPlugin")
+    plugin["spec"]["type"] = "TCP"
+    assert any("TCP" in e for e in schemas.errors(plugin))
+    envoy_filter = _first(documents, "EnvoyFilter")
+    envoy_filter["spec"]["configPatches"][0]["applyTo"] = "NETWORK_FILTERS"
+    assert any("NETWORK_FILTERS" in e for e in schemas.errors(envoy_filter))
+
+
+def test_validator_catches_wrong_kind_or_version(rendered, schemas):
+    _, documents = rendered
+    plugin = _first(documents, "WasmPlugin")
+    plugin["apiVersion"] = "extensions.istio.io/v1beta7"
+    assert schemas.errors(plugin)
+    envoy_filter = _first(documents, "EnvoyFilter")
+    envoy_filter["kind"] = "EnvoyFilters"
+    assert schemas.errors(envoy_filter)
+
+
+def test_preserved_fields_stay_open(rendered, schemas):
+    """pluginConfig and a patch's value are free-form in the schema: anything goes there."""
+    _, documents = rendered
+    plugin = _first(documents, "WasmPlugin")
+    plugin["spec"]["pluginConfig"] = {"anything": [1, {"nested": True}]}
+    assert schemas.errors(plugin) == []
+
+
+def test_schemas_are_the_documented_ones():
+    source = (ISTIO_CRDS / "SOURCE.md").read_text()
+    names = sorted(p.name for p in ISTIO_CRDS.glob("*.yaml"))
+    assert names == ["envoyfilters.networking.istio.io.yaml", "wasmplugins.extensions.istio.io.yaml"]
+    for name in names:
+        assert name in source
+    assert json.dumps(sorted(CrdSchemas().validators)) == json.dumps(
+        [["extensions.istio.io/v1alpha1", "WasmPlugin"], ["networking.istio.io/v1alpha3", "EnvoyFilter"]]
+    )

@@ -1,0 +1,273 @@
+"""`trustip render --target envoy` and `--target compose` (issue 3, "trustip render").
+
+- envoy: the printed bootstrap passes `envoy --mode validate` and serves traffic as printed
+  with the built wasm, with and without --strict-proxy.
+- compose: the docker-compose stack has the promised structure; its envoy.yaml and haproxy.cfg
+  run natively here (no Docker engine on this machine) after substituting only addresses and
+  paths; the stack shipped in deploy/compose/ is exactly what render prints today."""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import json
+import re
+
+import pytest
+import yaml
+
+from cli_support import (  # noqa: F401  (cli is a fixture)
+    DEPLOY_COMPOSE,
+    HAProxyFromConfig,
+    RenderedEnvoy,
+    cli,
+    envoy_validate,
+    render_envoy,
+    scratch_dir,
+    write_policy,
+)
+from harness import client, net
+
+LB = "127.0.0.5"
+ATTACKER = "127.0.0.66"
+VPCE = "vpce-0a1b2c3d4e5f"
+POLICY = {
+    "rules": [
+        {"from": [f"{LB}/32"], "proxy_protocol": "require"},
+        {"from": ["127.0.0.9/32"], "proxy_protocol": "require", "tlvs": {"aws_vpce_id": [VPCE]}},
+    ],
+    "headers": {"tlv": {"aws_vpce_id": "x-amzn-vpce-id"}},
+}
+
+
+@pytest.fixture(scope="module")
+def policy_path():
+    return write_policy(scratch_dir("render"), "policy", POLICY)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["allow-without-proxy", "strict-proxy"])
+def rendered(request, cli, policy_path, echo, wasm):  # noqa: F811
+    strict = request.param
+    text, port = render_envoy(cli, policy_path, echo.port, *(["--strict-proxy"] if strict else []), wasm=wasm)
+    instance = RenderedEnvoy(text, name="render-strict" if strict else "render-allow")
+    check = envoy_validate(instance.config_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    instance.start()
+    yield strict, instance, port, text
+    instance.stop()
+
+
+def test_rendered_bootstrap_shape(rendered, wasm):
+    strict, instance, port, text = rendered
+    config = yaml.safe_load(text)
+    (listener,) = config["static_resources"]["listeners"]
+    (pp,) = listener["listener_filters"]
+    assert pp["name"] == "envoy.filters.listener.proxy_protocol"
+    assert pp["typed_config"]["allow_requests_without_proxy_protocol"] is (not strict)
+    assert pp["typed_config"]["tlv_location"] == "FILTER_STATE"
+    # Exactly the TLV keys the policy uses.
+    assert pp["typed_config"]["rules"] == [{"tlv_type": 234, "on_tlv_present": {"key": "aws_vpce_id"}}]
+    filters = listener["filter_chains"][0]["filters"]
+    assert [f["name"] for f in filters] == [
+        "envoy.filters.network.set_filter_state",
+        "envoy.filters.network.wasm",
+        "envoy.filters.network.http_connection_manager",
+    ]
+    network_plugin = filters[1]["typed_config"]["config"]
+    hcm = filters[2]["typed_config"]
+    assert hcm["use_remote_address"] is True and hcm["skip_xff_append"] is True
+    http_plugin = hcm["http_filters"][0]["typed_config"]["config"]
+    assert [network_plugin["root_id"], http_plugin["root_id"]] == ["trustip-network", "trustip-http"]
+    for plugin in (network_plugin, http_plugin):
+        assert json.loads(plugin["configuration"]["value"]) == POLICY
+        assert plugin["vm_config"]["code"]["local"]["filename"] == str(wasm)
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    assert "client=%FILTER_STATE(wasm.trustip.client_ip:PLAIN)%" in hcm["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+
+
+def test_rendered_bootstrap_serves_traffic(rendered, echo):
+    strict, instance, port, _ = rendered
+    # The load balancer with PROXY v2: the client is the PROXY source.
+    response = client.request(port, [("x-forwarded-for", "6.6.6.6")], source=LB, proxy=client.proxy_v2("203.0.113.7", "10.0.0.1", 5555, 80))
+    assert response.status == 200, response
+    assert response.upstream_header("x-envoy-external-address") == "203.0.113.7"
+    assert response.upstream_header("x-forwarded-for") == "203.0.113.7"
+    # A PrivateLink-style peer whose endpoint id is allowed; the TLV becomes a header.
+    response = client.request(
+        port, source="127.0.0.9", proxy=client.proxy_v2("203.0.113.8", "10.0.0.1", 5555, 80, tlvs=[client.aws_vpce_tlv(VPCE)])
+    )
+    assert response.status == 200, response
+    assert response.upstream_header("x-amzn-vpce-id") == VPCE
+    # An attacker claiming an address: closed by the network role.
+    response = client.request(port, source=ATTACKER, proxy=client.proxy_v1("203.0.113.9", "10.0.0.1", 5555, 80))
+    assert response.closed, response
+    # A direct client without PROXY: served as itself, unless the listener is strict.
+    response = client.request(port, [("x-forwarded-for", "6.6.6.6"), ("x-real-ip", "6.6.6.6")], source=ATTACKER)
+    if strict:
+        assert response.closed, response
+    else:
+        assert response.status == 200, response
+        assert response.upstream_header("x-envoy-external-address") == ATTACKER
+        assert response.upstream_header("x-forwarded-for") == ATTACKER
+        assert response.upstream_header("x-real-ip") is None
+    # The load balancer without PROXY: require fails closed.
+    assert client.request(port, source=LB).closed
+
+
+def test_rendered_bootstrap_access_log(rendered):
+    strict, instance, port, _ = rendered
+    response = client.request(port, source=LB, proxy=client.proxy_v2("203.0.113.77", "10.0.0.1", 5555, 80), path="/logged")
+    assert response.status == 200, response
+    import time
+
+    deadline = time.monotonic() + 5
+    while "GET /logged" not in instance.stderr_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, instance.output_text()
+        time.sleep(0.05)
+    line = next(line for line in instance.stderr_path.read_text().splitlines() if "GET /logged" in line)
+    assert "client=203.0.113.77 reason=proxy" in line, line
+    assert f"direct_peer={LB}:" in line, line
+
+
+# --- compose ----------------------------------------------------------------------------
+
+SHIPPED_FILES = ["docker-compose.yml", "envoy.yaml", "haproxy.cfg", "policy.json"]
+SHIPPED_WASM = "../../target/wasm32-wasip1/release/trustip.wasm"
+COMPOSE_LB = "172.28.0.10"
+
+
+def test_shipped_stack_is_what_render_prints(cli):  # noqa: F811
+    """deploy/compose/ cannot drift: rendering its policy again gives the same files."""
+    out = scratch_dir("compose-again")
+    cli.run("render", "--config", DEPLOY_COMPOSE / "policy.json", "--target", "compose", "--out", out, "--wasm", SHIPPED_WASM)
+    for name in SHIPPED_FILES:
+        assert filecmp.cmp(DEPLOY_COMPOSE / name, out / name, shallow=False), (
+            f"deploy/compose/{name} differs from a fresh render: regenerate with\n"
+            f"  trustip render --config deploy/compose/policy.json --target compose --out deploy/compose --wasm {SHIPPED_WASM}"
+        )
+    assert (DEPLOY_COMPOSE / "README.md").is_file()
+
+
+def test_shipped_policy_trusts_the_load_balancer():
+    policy = json.loads((DEPLOY_COMPOSE / "policy.json").read_text())
+    assert policy["rules"][0] == {"from": [f"{COMPOSE_LB}/32"], "proxy_protocol": "require"}
+
+
+def test_compose_structure():
+    compose = yaml.safe_load((DEPLOY_COMPOSE / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"httpbin", "envoy", "haproxy"}
+    assert services["envoy"]["image"] == "envoyproxy/envoy:v1.40-latest"
+    assert services["haproxy"]["image"].split(":")[0] == "haproxy"
+    assert services["httpbin"]["image"].split(":")[0] == "mccutchen/go-httpbin"
+
+    envoy_mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in services["envoy"]["volumes"]}
+    assert envoy_mounts["/etc/envoy/envoy.yaml"] == "./envoy.yaml"
+    assert envoy_mounts["/etc/trustip/trustip.wasm"] == SHIPPED_WASM
+    # The wasm path on the host is relative to deploy/compose/: it must reach the build output.
+    assert (DEPLOY_COMPOSE / SHIPPED_WASM).resolve() == (DEPLOY_COMPOSE / "../../target/wasm32-wasip1/release/trustip.wasm").resolve()
+    assert "/etc/envoy/envoy.yaml" in services["envoy"]["command"]
+    haproxy_mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in services["haproxy"]["volumes"]}
+    assert haproxy_mounts["/usr/local/etc/haproxy/haproxy.cfg"] == "./haproxy.cfg"
+
+    # The policy trusts the load balancer's fixed address on the stack's network.
+    assert services["haproxy"]["networks"]["trustip"]["ipv4_address"] == COMPOSE_LB
+    assert compose["networks"]["trustip"]["ipam"]["config"][0]["subnet"] == "172.28.0.0/24"
+
+    haproxy_cfg = (DEPLOY_COMPOSE / "haproxy.cfg").read_text()
+    server = next(line for line in haproxy_cfg.splitlines() if line.strip().startswith("server "))
+    assert "envoy:10000" in server and "send-proxy-v2" in server, server
+
+    envoy_cfg = yaml.safe_load((DEPLOY_COMPOSE / "envoy.yaml").read_text())
+    listener = envoy_cfg["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"]["port_value"] == 10000
+    cluster = envoy_cfg["static_resources"]["clusters"][0]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert (endpoint["address"], endpoint["port_value"]) == ("httpbin", 8080)
+    plugin = listener["filter_chains"][0]["filters"][1]["typed_config"]["config"]
+    assert plugin["vm_config"]["code"]["local"]["filename"] == "/etc/trustip/trustip.wasm"
+    assert json.loads(plugin["configuration"]["value"]) == json.loads((DEPLOY_COMPOSE / "policy.json").read_text())
+
+
+def _substitute(text: str, replacements: list[tuple[str, str]]) -> str:
+    for old, new in replacements:
+        assert old in text, f"{old!r} not in the rendered file: update the test's substitutions"
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture(scope="module")
+def native_stack(echo, wasm):
+    """The shipped envoy.yaml and haproxy.cfg, run natively. Only addresses and paths change:
+    container addresses -> loopback ports, the container's wasm path -> the built wasm, and the
+    load balancer's address 172.28.0.10 -> 127.0.0.1 (where HAProxy connects from here)."""
+    envoy_port, admin_port = net.free_port(), net.free_port()
+    lb_ip = "127.0.0.7"
+    lb_port = net.free_port(lb_ip)
+    envoy_text = _substitute(
+        (DEPLOY_COMPOSE / "envoy.yaml").read_text(),
+        [
+            ('{address: "0.0.0.0", port_value: 10000}', f'{{address: "127.0.0.1", port_value: {envoy_port}}}'),
+            ('{address: "0.0.0.0", port_value: 9901}', f'{{address: "127.0.0.1", port_value: {admin_port}}}'),
+            ('{address: "httpbin", port_value: 8080}', f'{{address: "127.0.0.1", port_value: {echo.port}}}'),
+            ('"/etc/trustip/trustip.wasm"', json.dumps(str(wasm))),
+            (COMPOSE_LB, "127.0.0.1"),
+        ],
+    )
+    haproxy_text = _substitute(
+        (DEPLOY_COMPOSE / "haproxy.cfg").read_text(),
+        [("bind :8000", f"bind {lb_ip}:{lb_port}"), ("envoy:10000", f"127.0.0.1:{envoy_port}")],
+    )
+    envoy = RenderedEnvoy(envoy_text, name="compose-envoy")
+    assert envoy_validate(envoy.config_path).returncode == 0
+    envoy.start()
+    haproxy = HAProxyFromConfig(haproxy_text, bind_ip=lb_ip, port=lb_port)
+    try:
+        haproxy.start()
+        yield envoy, envoy_port, haproxy
+    finally:
+        haproxy.stop()
+        envoy.stop()
+
+
+def test_compose_configs_run_natively(native_stack):
+    envoy, envoy_port, haproxy = native_stack
+    # Through the load balancer: the upstream sees the client, not HAProxy, and no spoofed XFF.
+    response = client.request(haproxy.port, [("x-forwarded-for", "6.6.6.6")], source=ATTACKER, dest=haproxy.bind_ip, path="/headers")
+    assert response.status == 200, (response, haproxy.output_text())
+    assert response.upstream_header("x-envoy-external-address") == ATTACKER
+    assert response.upstream_header("x-forwarded-for") == ATTACKER
+    # Straight to Envoy, claiming an address: refused.
+    claim = client.request(envoy_port, source=ATTACKER, proxy=client.proxy_v2("203.0.113.5", "10.0.0.1", 1, 80))
+    assert claim.closed, claim
+    # Straight to Envoy without PROXY: a direct client, served as itself.
+    direct = client.request(envoy_port, source=ATTACKER)
+    assert direct.status == 200 and direct.upstream_header("x-envoy-external-address") == ATTACKER
+
+
+def test_probe_the_native_compose_envoy(native_stack, cli):  # noqa: F811
+    envoy, envoy_port, _ = native_stack
+    # From a stranger's address: PROXY refused, forged X-Forwarded-For replaced.
+    report = cli.probe(envoy_port, "127.0.0.1", "--bind", ATTACKER, expect=0).json()
+    assert (report["listener"], report["proxy_spoofable"], report["xff_spoofable"]) == ("optional_proxy", False, False)
+    # From the load balancer's address (127.0.0.1 here): PROXY is required of it, and believed.
+    report = cli.probe(envoy_port, "127.0.0.1", "--bind", "127.0.0.1", expect=3).json()
+    assert (report["listener"], report["proxy_spoofable"]) == ("requires_proxy", True)
+
+
+def test_compose_render_wasm_default_and_note(cli):  # noqa: F811
+    """Without --wasm the stack mounts the default build output; a policy that does not name the
+    load balancer gets a note on stderr (the stack would reject its PROXY headers)."""
+    directory = scratch_dir("compose-note")
+    policy = write_policy(directory, "empty", {})
+    run = cli.run("render", "--config", policy, "--target", "compose", "--out", directory / "out")
+    assert COMPOSE_LB in run.err and "note" in run.err, run
+    compose = yaml.safe_load((directory / "out" / "docker-compose.yml").read_text())
+    wasm_mount = [v for v in compose["services"]["envoy"]["volumes"] if "/etc/trustip/trustip.wasm" in v]
+    assert wasm_mount and wasm_mount[0].split(":")[0].endswith("target/wasm32-wasip1/release/trustip.wasm")
+
+
+def test_istio_sha256_is_the_module_digest(cli, policy_path, wasm):  # noqa: F811
+    out = cli.run("render", "--config", policy_path, "--target", "istio", "--wasm", wasm).out
+    digest = hashlib.sha256(wasm.read_bytes()).hexdigest()
+    assert re.findall(r"^  sha256: (\S+)$", out, re.M) == [digest, digest]
