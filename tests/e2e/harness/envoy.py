@@ -1,0 +1,433 @@
+"""Envoy for the e2e suite: a bootstrap built in Python and an Envoy subprocess.
+
+`bootstrap()` builds the whole config as a dict from a few options per listener (PROXY protocol
+none/optional/strict, TLV rules, set_filter_state on/off, the network and HTTP roles on/off,
+the plugin's JSON configuration, an access log). One Envoy can carry several listeners, each
+with its own plugin configuration, so a test module pays for one Envoy start.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import net
+
+REPO = Path(__file__).resolve().parents[3]
+ENVOY_BIN = Path(os.environ.get("TRUSTIP_ENVOY", REPO / ".venv" / "bin" / "envoy"))
+WASM = Path(os.environ.get("TRUSTIP_WASM", REPO / "target" / "wasm32-wasip1" / "release" / "trustip.wasm"))
+
+# Contract: the proxy_protocol listener filter stores these TLVs in filter state under these keys.
+WELL_KNOWN_TLVS = {
+    234: "aws_vpce_id",  # 0xEA
+    238: "azure_link_id",  # 0xEE
+    224: "gcp_psc_connection_id",  # 0xE0
+    2: "authority",
+    5: "unique_id",
+}
+
+ACCESS_LOG_FORMAT = (
+    "trustip test_id=%REQ(X-TEST-ID)% client_ip=%FILTER_STATE(wasm.trustip.client_ip:PLAIN)% "
+    "reason=%FILTER_STATE(wasm.trustip.reason:PLAIN)% direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% "
+    "source=%DOWNSTREAM_REMOTE_ADDRESS% status=%RESPONSE_CODE%\n"
+)
+CONNECTION_LOG_FORMAT = (
+    "trustip-connection client_ip=%FILTER_STATE(wasm.trustip.client_ip:PLAIN)% "
+    "reason=%FILTER_STATE(wasm.trustip.reason:PLAIN)% direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% "
+    "source=%DOWNSTREAM_REMOTE_ADDRESS% bytes_received=%BYTES_RECEIVED%\n"
+)
+
+
+@dataclass
+class Listener:
+    """One listener and its filter chain. `plugin` is the trustip JSON configuration (a dict,
+    or a str sent as is); `network_plugin` defaults to `plugin`."""
+
+    name: str = "main"
+    proxy_protocol: str = "optional"  # none | optional | strict
+    tlv_rules: dict[int, str] | None = field(default_factory=lambda: dict(WELL_KNOWN_TLVS))
+    set_filter_state: bool = True
+    direct_peer_key: str = "trustip.direct_peer"  # the filter-state object set_filter_state fills
+    network_role: bool = False
+    http_role: bool = True
+    tcp_proxy: bool = False  # network filters end in tcp_proxy instead of the HCM
+    skip_xff_append: bool = True  # what trustip's deployments use; False shows Envoy's habit
+    plugin: dict | str | None = field(default_factory=dict)
+    network_plugin: dict | str | None = None
+    http_root_id: str = "trustip-http"
+    network_root_id: str = "trustip-network"
+    access_log: Path | None = None  # HCM (or tcp_proxy) access log
+    connection_log: Path | None = None  # listener access log: one line per connection
+    ipv6: bool = True  # also listen on [::1] at the same port
+    # Listen on ::ffff:127.0.0.1 with ipv4_compat instead: IPv4 clients then reach the filters
+    # as IPv4-mapped IPv6 peers (D = [::ffff:127.0.0.66]:port).
+    dual_stack: bool = False
+    port: int = 0  # chosen by the harness when 0
+
+
+def _plugin_json(plugin: dict | str) -> str:
+    return plugin if isinstance(plugin, str) else json.dumps(plugin)
+
+
+def wasm_plugin(name: str, root_id: str, plugin: dict | str, wasm: Path) -> dict:
+    return {
+        "name": name,
+        "root_id": root_id,
+        "failure_policy": "FAIL_CLOSED",
+        "vm_config": {
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": str(wasm)}},
+        },
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": _plugin_json(plugin),
+        },
+    }
+
+
+def _file_log(path: Path, fmt: str) -> dict:
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(path),
+            "log_format": {"text_format_source": {"inline_string": fmt}},
+        },
+    }
+
+
+def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
+    listener_filters = []
+    if spec.proxy_protocol != "none":
+        pp = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
+            "allow_requests_without_proxy_protocol": spec.proxy_protocol == "optional",
+        }
+        if spec.tlv_rules:
+            pp["tlv_location"] = "FILTER_STATE"
+            pp["rules"] = [
+                {"tlv_type": kind, "on_tlv_present": {"key": key}} for kind, key in spec.tlv_rules.items()
+            ]
+        listener_filters.append({"name": "envoy.filters.listener.proxy_protocol", "typed_config": pp})
+
+    network_filters = []
+    if spec.set_filter_state:
+        network_filters.append(
+            {
+                "name": "envoy.filters.network.set_filter_state",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config",
+                    "on_new_connection": [
+                        {
+                            "object_key": spec.direct_peer_key,
+                            "factory_key": "envoy.string",
+                            "format_string": {
+                                "text_format_source": {"inline_string": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%"}
+                            },
+                        }
+                    ],
+                },
+            }
+        )
+    if spec.network_role:
+        plugin = spec.network_plugin if spec.network_plugin is not None else spec.plugin
+        network_filters.append(
+            {
+                "name": "envoy.filters.network.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+                    "config": wasm_plugin(f"trustip-{spec.name}-network", spec.network_root_id, plugin, wasm),
+                },
+            }
+        )
+    if spec.tcp_proxy:
+        tcp = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": f"tcp_{spec.name}",
+            "cluster": "upstream",
+        }
+        if spec.access_log:
+            tcp["access_log"] = [_file_log(spec.access_log, CONNECTION_LOG_FORMAT)]
+        network_filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp})
+    else:
+        http_filters = []
+        if spec.http_role:
+            http_filters.append(
+                {
+                    "name": "envoy.filters.http.wasm",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                        "config": wasm_plugin(f"trustip-{spec.name}-http", spec.http_root_id, spec.plugin, wasm),
+                    },
+                }
+            )
+        http_filters.append(
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        )
+        hcm = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": f"http_{spec.name}",
+            # The filter owns X-Forwarded-For: Envoy must use the (PROXY-derived) peer address
+            # but not append it to XFF itself.
+            "use_remote_address": True,
+            "skip_xff_append": spec.skip_xff_append,
+            "route_config": {
+                "virtual_hosts": [
+                    {
+                        "name": "all",
+                        "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
+                    }
+                ]
+            },
+            "http_filters": http_filters,
+        }
+        if spec.access_log:
+            hcm["access_log"] = [_file_log(spec.access_log, ACCESS_LOG_FORMAT)]
+        network_filters.append({"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm})
+
+    address = {"address": "127.0.0.1", "port_value": spec.port}
+    if spec.dual_stack:
+        address = {"address": "::ffff:127.0.0.1", "port_value": spec.port, "ipv4_compat": True}
+    listener = {
+        "name": spec.name,
+        "address": {"socket_address": address},
+        "listener_filters": listener_filters,
+        "filter_chains": [{"filters": network_filters}],
+    }
+    if spec.ipv6 and not spec.dual_stack:
+        listener["additional_addresses"] = [
+            {"address": {"socket_address": {"address": "::1", "port_value": spec.port}}}
+        ]
+    if spec.connection_log:
+        listener["access_log"] = [_file_log(spec.connection_log, CONNECTION_LOG_FORMAT)]
+    return listener
+
+
+def bootstrap(listeners: list[Listener], *, admin_port: int, upstream_port: int, wasm: Path = WASM) -> dict:
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [listener_config(spec, upstream_port, wasm) for spec in listeners],
+            "clusters": [
+                {
+                    "name": "upstream",
+                    "type": "STATIC",
+                    "connect_timeout": "2s",
+                    "load_assignment": {
+                        "cluster_name": "upstream",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {"address": "127.0.0.1", "port_value": upstream_port}
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+
+
+_base_ids = itertools.count((os.getpid() % 4000) * 100 + 10)
+LIVE: list["Envoy"] = []  # running instances, for printing their logs when a test fails
+
+
+class Envoy:
+    """An Envoy subprocess: `start()` writes the config, runs Envoy on free ports and waits
+    until admin /ready says LIVE; `stop()` ends it. `log_text()` is its log."""
+
+    def __init__(
+        self, config: dict | str, *, name: str = "envoy", workdir: Path | None = None, admin_port: int | None = None
+    ) -> None:
+        """`config` is a bootstrap dict (written as JSON) or YAML text (then give `admin_port`)."""
+        self.config = config
+        self.name = name
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"trustip-{name}-"))
+        suffix = "json" if isinstance(config, dict) else "yaml"
+        self.config_path = self.workdir / f"{name}.{suffix}"
+        self.log_path = self.workdir / f"{name}.log"
+        self.stderr_path = self.workdir / f"{name}.stderr"
+        self.base_id = next(_base_ids)
+        if admin_port is None:
+            admin_port = config["admin"]["address"]["socket_address"]["port_value"]
+        self.admin_port = admin_port
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return [
+            str(ENVOY_BIN),
+            "-c", str(self.config_path),
+            "--base-id", str(self.base_id),
+            "--concurrency", "1",
+            "-l", "info",
+            "--log-path", str(self.log_path),
+            # Logs and access logs reach their files within 50 ms (default: 10 s).
+            "--file-flush-interval-msec", "50",
+        ]  # fmt: skip
+
+    def _spawn(self) -> None:
+        text = json.dumps(self.config, indent=2) if isinstance(self.config, dict) else self.config
+        self.config_path.write_text(text)
+        self.log_path.touch()
+        self._stderr = open(self.stderr_path, "wb")
+        self.process = subprocess.Popen(self.command(), stdout=self._stderr, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def start(self, timeout: float = 30.0) -> "Envoy":
+        self._spawn()
+        LIVE.append(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"Envoy exited with {self.process.returncode} while starting\n{self.output_text()}"
+                )
+            try:
+                if self.admin("/ready", timeout=1).strip() == "LIVE":
+                    return self
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"Envoy not ready after {timeout}s\n{self.output_text()}")
+
+    def run_to_exit(self, timeout: float = 30.0) -> int:
+        """For configurations Envoy must refuse: runs it and returns its exit code (kills it and
+        returns None if it is still running after `timeout`)."""
+        self._spawn()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return None
+        finally:
+            self._stderr.close()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self in LIVE:
+            LIVE.remove(self)
+        if hasattr(self, "_stderr") and not self._stderr.closed:
+            self._stderr.close()
+
+    def admin(self, path: str, timeout: float = 5.0, method: str = "GET") -> str:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method)
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.read().decode("utf-8", "replace")
+
+    def stats(self, filter: str = "wasmcustom") -> dict[str, int]:
+        """Admin `/stats?filter=...` (plain text) as a dict of counters and gauges."""
+        text = self.admin(f"/stats?filter={filter}")
+        result = {}
+        for line in text.splitlines():
+            name, sep, value = line.rpartition(": ")
+            if sep and value.strip().lstrip("-").isdigit():
+                result[name.strip()] = int(value)
+        return result
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stdout_text(self) -> str:
+        """What Envoy printed (stdout and stderr): stdout access logs, fatal startup errors."""
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def output_text(self) -> str:
+        """Log file and stdout/stderr together (fatal startup errors go to stderr)."""
+        try:
+            stderr = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            stderr = ""
+        return f"--- log ({self.log_path}) ---\n{self.log_text()}\n--- stdout/stderr ---\n{stderr}"
+
+    def wait_for_log(self, needle: str, timeout: float = 5.0, start: int = 0) -> str:
+        """Waits until the log (from byte `start`) holds a line containing `needle`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()[start:]
+            for line in text.splitlines():
+                if needle in line:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line with {needle!r} after {timeout}s")
+            time.sleep(0.05)
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+
+def wait_for_line(path: Path, needle: str, timeout: float = 5.0) -> str:
+    """Waits until the file at `path` has a line containing `needle` (access logs are flushed
+    every 50 ms by the suite's Envoy command line)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for line in path.read_text(errors="replace").splitlines():
+                if needle in line:
+                    return line
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no line with {needle!r} in {path} after {timeout}s")
+        time.sleep(0.05)
+
+
+class EnvoyWithListeners(Envoy):
+    """An Envoy built from `Listener` specs; `port(name)` finds a listener's port."""
+
+    def __init__(
+        self,
+        listeners: list[Listener],
+        *,
+        upstream_port: int,
+        name: str = "envoy",
+        wasm: Path = WASM,
+        workdir: Path | None = None,
+    ) -> None:
+        workdir = Path(workdir or tempfile.mkdtemp(prefix=f"trustip-{name}-"))
+        for spec in listeners:
+            if not spec.port:
+                spec.port = net.free_port_pair() if spec.ipv6 and not spec.dual_stack else net.free_port()
+            if spec.access_log is True:
+                spec.access_log = workdir / f"access-{spec.name}.log"
+            if spec.connection_log is True:
+                spec.connection_log = workdir / f"connections-{spec.name}.log"
+        self.listeners = {spec.name: spec for spec in listeners}
+        config = bootstrap(listeners, admin_port=net.free_port(), upstream_port=upstream_port, wasm=wasm)
+        super().__init__(config, name=name, workdir=workdir)
+
+    def port(self, name: str = "main") -> int:
+        return self.listeners[name].port
