@@ -147,14 +147,107 @@ impl fmt::Display for Cidr {
 const NONE: u32 = u32::MAX;
 
 /// Sorted disjoint ranges of one address family: `starts[i]..starts[i+1]` carries `labels[i]`.
+/// IPv4 tables hold `u32` starts: half the memory and twice the cache reach of `u128`.
+/// Large tables also get `index`: for each value of an address's top 16 bits, the first
+/// segment that can hold it, so a lookup searches a handful of segments, not all of them.
 #[derive(Debug, Clone, Default)]
-struct Ranges {
-    starts: Vec<u128>,
+struct Ranges<T> {
+    starts: Vec<T>,
     labels: Vec<u32>,
+    index: Vec<u32>,
 }
 
-impl Ranges {
-    fn build(mut blocks: Vec<(u128, u128, u32)>) -> Ranges {
+/// Below this many segments a plain binary search is as fast as the index.
+const INDEX_FROM: usize = 64;
+
+/// An address type's top 16 bits, the key of `Ranges::index`.
+trait Top16: Copy + Ord {
+    fn top16(self) -> usize;
+    fn from_top16(top: usize) -> Self;
+}
+
+impl Top16 for u32 {
+    fn top16(self) -> usize {
+        (self >> 16) as usize
+    }
+    fn from_top16(top: usize) -> Self {
+        (top as u32) << 16
+    }
+}
+
+impl Top16 for u128 {
+    fn top16(self) -> usize {
+        (self >> 112) as usize
+    }
+    fn from_top16(top: usize) -> Self {
+        (top as u128) << 112
+    }
+}
+
+impl Ranges<u32> {
+    /// The IPv4 table: every start below 2^32 fits (a segment starting at 2^32, past the last
+    /// address, can never match and is dropped).
+    fn narrow(wide: Ranges<u128>) -> Ranges<u32> {
+        let (starts, labels) = wide
+            .starts
+            .into_iter()
+            .zip(wide.labels)
+            .filter_map(|(start, label)| u32::try_from(start).ok().map(|s| (s, label)))
+            .unzip();
+        Ranges {
+            starts,
+            labels,
+            index: Vec::new(),
+        }
+        .indexed()
+    }
+}
+
+impl<T: Top16> Ranges<T> {
+    /// Adds the top-16-bit index when the table is large enough to profit.
+    fn indexed(mut self) -> Self {
+        if self.starts.len() >= INDEX_FROM {
+            // index[top] = the segment holding the first address with these top bits.
+            self.index = (0..=1usize << 16)
+                .map(|top| {
+                    let first = if top == 1 << 16 {
+                        self.starts.len()
+                    } else {
+                        let at = T::from_top16(top);
+                        self.starts.partition_point(|start| *start <= at)
+                    };
+                    u32::try_from(first.saturating_sub(1)).unwrap_or(u32::MAX)
+                })
+                .collect();
+        }
+        self
+    }
+
+    fn lookup(&self, bits: T) -> u32 {
+        let top = bits.top16();
+        let (from, to) = match (self.index.get(top), self.index.get(top + 1)) {
+            (Some(&from), Some(&to)) => (from as usize, to as usize + 1),
+            _ => (0, self.starts.len()),
+        };
+        let window = self
+            .starts
+            .get(from..to.min(self.starts.len()))
+            .unwrap_or_default();
+        let found = window.partition_point(|start| *start <= bits);
+        (from + found)
+            .checked_sub(1)
+            .and_then(|i| self.labels.get(i))
+            .copied()
+            .unwrap_or(NONE)
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+}
+
+impl Ranges<u128> {
+    fn build(mut blocks: Vec<(u128, u128, u32)>) -> Ranges<u128> {
         // Sweep over the block boundaries keeping the labels of the blocks that cover the
         // current point; each segment takes the smallest one.
         let mut events: Vec<(u128, bool, u32)> = Vec::with_capacity(blocks.len() * 2);
@@ -169,6 +262,7 @@ impl Ranges {
         let mut ranges = Ranges {
             starts: vec![0],
             labels: vec![NONE],
+            index: Vec::new(),
         };
         for group in events.chunk_by(|a, b| a.0 == b.0) {
             let mut point = 0;
@@ -210,27 +304,14 @@ impl Ranges {
         self.starts.push(start);
         self.labels.push(label);
     }
-
-    fn lookup(&self, bits: u128) -> u32 {
-        let index = self.starts.partition_point(|start| *start <= bits);
-        index
-            .checked_sub(1)
-            .and_then(|i| self.labels.get(i))
-            .copied()
-            .unwrap_or(NONE)
-    }
-
-    fn len(&self) -> usize {
-        self.starts.len()
-    }
 }
 
 /// Blocks labelled with a number (a rule index); `lookup` gives the smallest label among the
 /// blocks that contain an address.
 #[derive(Debug, Clone, Default)]
 pub struct CidrTable {
-    v4: Ranges,
-    v6: Ranges,
+    v4: Ranges<u32>,
+    v6: Ranges<u128>,
 }
 
 impl CidrTable {
@@ -247,15 +328,15 @@ impl CidrTable {
             }
         }
         CidrTable {
-            v4: Ranges::build(v4),
-            v6: Ranges::build(v6),
+            v4: Ranges::narrow(Ranges::build(v4)),
+            v6: Ranges::build(v6).indexed(),
         }
     }
 
     /// The smallest label of the blocks containing `ip` (canonicalised first).
     pub fn lookup(&self, ip: IpAddr) -> Option<u32> {
         let label = match canonical(ip) {
-            IpAddr::V4(v4) => self.v4.lookup(u128::from(u32::from(v4))),
+            IpAddr::V4(v4) => self.v4.lookup(u32::from(v4)),
             IpAddr::V6(v6) => self.v6.lookup(u128::from(v6)),
         };
         (label != NONE).then_some(label)
@@ -360,7 +441,8 @@ mod tests {
 
     #[test]
     fn table_agrees_with_linear_scan() {
-        // A pseudo-random set of blocks, checked against the obvious scan.
+        // Pseudo-random sets of blocks, small (binary search) and large (indexed), checked
+        // against the obvious scan, for both families.
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {
             seed ^= seed << 13;
@@ -368,25 +450,52 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let mut blocks = Vec::new();
-        for label in 0..300u32 {
-            let prefix = (next() % 33) as u8;
-            let bits = (next() as u32) & !(host_mask(prefix, 32) as u32);
-            let cidr = Cidr {
-                addr: IpAddr::V4(Ipv4Addr::from(bits)),
-                prefix,
-            };
-            blocks.push((cidr, label));
-        }
-        let table = CidrTable::new(blocks.clone());
-        for _ in 0..5000 {
-            let probe = IpAddr::V4(Ipv4Addr::from(next() as u32));
-            let want = blocks
-                .iter()
-                .filter(|(c, _)| c.contains(probe))
-                .map(|(_, l)| *l)
-                .min();
-            assert_eq!(table.lookup(probe), want, "{probe}");
+        for (count, indexed) in [(20u32, false), (3000, true)] {
+            let mut blocks = Vec::new();
+            for label in 0..count {
+                let v6 = label % 2 == 1;
+                let width = if v6 { 128 } else { 32 };
+                let prefix = (4 + next() % u64::from(width - 3)) as u8;
+                let raw = if v6 {
+                    u128::from(next()) << 64 | u128::from(next())
+                } else {
+                    u128::from(next() as u32)
+                };
+                let bits = raw & !host_mask(prefix, width);
+                let addr = from_bits(
+                    if v6 {
+                        "::".parse().unwrap()
+                    } else {
+                        "0.0.0.0".parse().unwrap()
+                    },
+                    bits,
+                );
+                blocks.push((Cidr { addr, prefix }, label));
+            }
+            let table = CidrTable::new(blocks.clone());
+            assert_eq!(!table.v4.index.is_empty(), indexed, "{count} blocks");
+            assert_eq!(!table.v6.index.is_empty(), indexed, "{count} blocks");
+            for i in 0..8_000u32 {
+                // Probe near block starts half of the time, so that hits are common.
+                let probe = match blocks.get((next() % u64::from(count)) as usize) {
+                    Some((cidr, _)) if i % 2 == 0 => match cidr.addr {
+                        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(
+                            u32::from(v4).wrapping_add((next() % 512) as u32),
+                        )),
+                        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(
+                            u128::from(v6).wrapping_add(u128::from(next() % 512)),
+                        )),
+                    },
+                    _ if i % 4 == 1 => IpAddr::V6(Ipv6Addr::from(u128::from(next()) << 64)),
+                    _ => IpAddr::V4(Ipv4Addr::from(next() as u32)),
+                };
+                let want = blocks
+                    .iter()
+                    .filter(|(c, _)| c.contains(probe))
+                    .map(|(_, l)| *l)
+                    .min();
+                assert_eq!(table.lookup(probe), want, "{probe}");
+            }
         }
     }
 }

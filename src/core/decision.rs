@@ -55,6 +55,29 @@ impl Observed<Peer> {
     }
 }
 
+/// Splits the direct-peer filter-state value. It holds D (`%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%`)
+/// and may also hold P after a space (`%DOWNSTREAM_REMOTE_ADDRESS%`, captured when the
+/// connection opened, after PROXY processing): then one host call gives both, and P cannot be
+/// altered later by the HTTP connection manager. Returns D, and P when the value carried it.
+pub fn split_peers(bytes: Option<&[u8]>) -> (Observed<Peer>, Option<Peer>) {
+    let Some(bytes) = bytes else {
+        return (Observed::Absent, None);
+    };
+    let bytes = bytes.trim_ascii();
+    match bytes.iter().position(|b| *b == b' ') {
+        None => (Observed::from_bytes(Some(bytes)), None),
+        Some(space) => {
+            let (direct, source) = bytes.split_at(space);
+            let direct = Observed::from_bytes(Some(direct));
+            match (direct, Peer::parse(source)) {
+                (Observed::Present(d), Some(p)) => (Observed::Present(d), Some(p)),
+                // Two words, but not two addresses: the value is not what trustip expects.
+                _ => (Observed::Malformed, None),
+            }
+        }
+    }
+}
+
 /// Why a connection or request is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
@@ -368,15 +391,15 @@ pub fn decide_request(
     } else {
         None
     };
-    let outcome = if trusted {
-        let lines: Vec<&[u8]> = incoming.as_deref().into_iter().collect();
-        walk(c, &lines, policy.xff_table(), policy.xff_max_entries)
-    } else {
-        Walk {
-            client: c,
-            chain: vec![c],
-            end: WalkEnd::NotTrusted,
-        }
+    let outcome = match (&incoming, trusted) {
+        (Some(value), true) => walk(
+            c,
+            std::slice::from_ref(value),
+            policy.xff_table(),
+            policy.xff_max_entries,
+        ),
+        (None, true) => Walk::none(c, WalkEnd::AllTrusted),
+        (_, false) => Walk::none(c, WalkEnd::NotTrusted),
     };
     let stripped = apply_headers(
         policy,

@@ -455,3 +455,33 @@ fn xff_entry_limit() {
     assert_eq!(decision.client, Some("10.0.0.4".parse().unwrap()));
     assert_eq!(decision.walk_end, WalkEnd::Limit);
 }
+
+#[test]
+fn direct_peer_value_may_carry_the_source() {
+    let cases: &[(Option<&[u8]>, Observed<Peer>, Option<&str>)] = &[
+        (None, Observed::Absent, None),
+        (
+            Some(b"127.0.0.5:4000"),
+            Observed::Present(peer("127.0.0.5:4000")),
+            None,
+        ),
+        (
+            Some(b"127.0.0.5:4000 203.0.113.9:5555"),
+            Observed::Present(peer("127.0.0.5:4000")),
+            Some("203.0.113.9:5555"),
+        ),
+        (
+            Some(b"[::1]:4000 [::ffff:203.0.113.9]:5555\n"),
+            Observed::Present(peer("[::1]:4000")),
+            Some("203.0.113.9:5555"),
+        ),
+        (Some(b"127.0.0.5:4000 garbage"), Observed::Malformed, None),
+        (Some(b"garbage 127.0.0.5:4000"), Observed::Malformed, None),
+        (Some(b"\xff"), Observed::Malformed, None),
+    ];
+    for (bytes, direct, source) in cases {
+        let (d, p) = split_peers(*bytes);
+        assert_eq!(d, *direct, "{bytes:?}");
+        assert_eq!(p, source.map(peer), "{bytes:?}");
+    }
+}

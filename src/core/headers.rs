@@ -1,9 +1,9 @@
 //! The client-IP headers the upstream sees: strip, X-Forwarded-For, RFC 7239 `Forwarded`, the
 //! `set` headers and the TLV headers, applied in that order through [`HeaderAccess`].
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use crate::core::addr::push_ip;
 use crate::core::config::{ForwardedMode, Policy, XffMode};
 use crate::core::decision::{ConnectionDecision, X_FORWARDED_FOR};
 use crate::core::xff::Walk;
@@ -27,24 +27,29 @@ pub fn forwarded_element(ip: IpAddr) -> String {
     }
 }
 
-fn join_chain(chain: &[IpAddr]) -> String {
-    let mut out = String::with_capacity(chain.len() * 16);
-    for (i, ip) in chain.iter().enumerate() {
+fn join_chain(walk: &Walk) -> Vec<u8> {
+    let mut out = Vec::with_capacity(walk.chain.len() * 17);
+    let mut texts = walk.texts.iter();
+    for (i, ip) in walk.chain.iter().enumerate() {
         if i > 0 {
-            out.push_str(", ");
+            out.extend_from_slice(b", ");
         }
-        let _ = write!(out, "{ip}");
+        match texts.next().copied().flatten() {
+            // Canonical already (checked by the parser): copy.
+            Some(text) => out.extend_from_slice(text),
+            None => push_ip(&mut out, *ip),
+        }
     }
     out
 }
 
-fn appended(incoming: Option<&[u8]>, element: &str) -> Vec<u8> {
+fn appended(incoming: Option<&[u8]>, element: &[u8]) -> Vec<u8> {
     let mut value = Vec::new();
     if let Some(incoming) = incoming.filter(|v| !v.trim_ascii().is_empty()) {
         value.extend_from_slice(incoming);
         value.extend_from_slice(b", ");
     }
-    value.extend_from_slice(element.as_bytes());
+    value.extend_from_slice(element);
     value
 }
 
@@ -76,9 +81,11 @@ pub fn apply_headers(
 
     // 2. X-Forwarded-For.
     match rules.x_forwarded_for {
-        XffMode::Overwrite => headers.set(X_FORWARDED_FOR, join_chain(&walk.chain).as_bytes()),
+        XffMode::Overwrite => headers.set(X_FORWARDED_FOR, &join_chain(walk)),
         XffMode::Append => {
-            headers.set(X_FORWARDED_FOR, &appended(incoming_xff, &c.to_string()));
+            let mut element = Vec::with_capacity(40);
+            push_ip(&mut element, c);
+            headers.set(X_FORWARDED_FOR, &appended(incoming_xff, &element));
         }
         XffMode::Preserve => {}
         XffMode::Remove => headers.remove(X_FORWARDED_FOR),
@@ -96,15 +103,16 @@ pub fn apply_headers(
             let incoming = headers.get(FORWARDED);
             headers.set(
                 FORWARDED,
-                &appended(incoming.as_deref(), &forwarded_element(c)),
+                &appended(incoming.as_deref(), forwarded_element(c).as_bytes()),
             );
         }
     }
 
     // 4. The client R.
-    let client = walk.client.to_string();
+    let mut client = Vec::with_capacity(40);
+    push_ip(&mut client, walk.client);
     for name in &rules.set {
-        headers.set(name, client.as_bytes());
+        headers.set(name, &client);
     }
 
     // 5. TLV values, only from PROXY information that was used; never from the client.

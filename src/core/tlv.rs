@@ -88,7 +88,7 @@ fn printable(key: TlvKey, bytes: &[u8]) -> Result<String, TlvError> {
         return Err(TlvError::NotText { key: key.name() });
     }
     // Printable ASCII is valid UTF-8.
-    Ok(bytes.iter().map(|&b| char::from(b)).collect())
+    String::from_utf8(bytes.to_vec()).map_err(|_| TlvError::NotText { key: key.name() })
 }
 
 fn after_subtype(key: TlvKey, raw: &[u8]) -> Result<&[u8], TlvError> {

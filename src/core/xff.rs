@@ -1,7 +1,7 @@
 //! X-Forwarded-For: a lazy, borrowing parser of its elements (right to left) and the walk over
 //! trusted proxies that finds the client.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use crate::core::addr::canonical;
@@ -14,10 +14,23 @@ const MAX_ELEMENT: usize = 64;
 /// `[2001:db8::1]`, `[2001:db8::1]:443`, with surrounding whitespace. Zone ids, `unknown`,
 /// obfuscated identifiers and anything else are `None` (malformed).
 pub fn parse_element(raw: &[u8]) -> Option<IpAddr> {
+    parse_element_text(raw).map(|(ip, _)| ip)
+}
+
+/// Like [`parse_element`], also returning the element's own bytes when they already are the
+/// canonical text of the address (a plain dotted quad), so writers can copy instead of format.
+pub fn parse_element_text(raw: &[u8]) -> Option<(IpAddr, Option<&[u8]>)> {
     let raw = raw.trim_ascii();
     if raw.is_empty() || raw.len() > MAX_ELEMENT {
         return None;
     }
+    if let Some(v4) = parse_plain_ipv4(raw) {
+        return Some((IpAddr::V4(v4), Some(raw)));
+    }
+    parse_general(raw).map(|ip| (ip, None))
+}
+
+fn parse_general(raw: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(raw).ok()?;
     if let Some(rest) = text.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
@@ -36,6 +49,49 @@ pub fn parse_element(raw: &[u8]) -> Option<IpAddr> {
     socket.is_ipv4().then(|| canonical(socket.ip()))
 }
 
+/// The common case, dotted-quad IPv4 without a port, parsed in one pass without UTF-8
+/// validation or the general parser. Same acceptance as `Ipv4Addr::from_str` (no leading zeros,
+/// octets <= 255); anything else returns `None` and goes to the general path.
+fn parse_plain_ipv4(raw: &[u8]) -> Option<Ipv4Addr> {
+    if raw.len() < 7 || raw.len() > 15 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let mut index = 0;
+    let mut value: u16 = 0;
+    let mut digits = 0;
+    for &byte in raw {
+        match byte {
+            b'0'..=b'9' => {
+                // A leading zero is only allowed as the whole octet.
+                if digits == 1 && value == 0 {
+                    return None;
+                }
+                value = value * 10 + u16::from(byte - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' => {
+                if digits == 0 {
+                    return None;
+                }
+                *octets.get_mut(index)? = u8::try_from(value).ok()?;
+                index += 1;
+                value = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 || index != 3 {
+        return None;
+    }
+    *octets.get_mut(3)? = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
+}
+
 fn parse_port(text: &str) -> Option<u16> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -45,12 +101,42 @@ fn parse_port(text: &str) -> Option<u16> {
 
 /// Elements of all header lines, last line first, each line right to left. Blank lines and a
 /// header made only of blanks contribute nothing.
-pub fn elements_rev<'a>(lines: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> + 'a {
+pub fn elements_rev<L: AsRef<[u8]>>(lines: &[L]) -> impl Iterator<Item = &[u8]> {
     lines
         .iter()
+        .map(AsRef::as_ref)
         .rev()
         .filter(|line| !line.trim_ascii().is_empty())
-        .flat_map(|line| line.rsplit(|b| *b == b','))
+        .flat_map(ElementsRev::new)
+}
+
+/// The comma-separated elements of one line, right to left, by a backwards scan.
+struct ElementsRev<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> ElementsRev<'a> {
+    fn new(line: &'a [u8]) -> Self {
+        ElementsRev { rest: Some(line) }
+    }
+}
+
+impl<'a> Iterator for ElementsRev<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match memchr::memrchr(b',', rest) {
+            Some(comma) => {
+                self.rest = rest.get(..comma);
+                rest.get(comma + 1..)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
 }
 
 /// Why the walk stopped.
@@ -70,39 +156,70 @@ pub enum WalkEnd {
 
 /// The outcome of the walk: the client R and the verified chain, from R to C, left to right.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Walk {
+pub struct Walk<'a> {
     pub client: IpAddr,
     pub chain: Vec<IpAddr>,
+    /// Per chain entry, the element's own text when it is already canonical (see
+    /// [`parse_element_text`]).
+    pub texts: Vec<Option<&'a [u8]>>,
     pub end: WalkEnd,
+}
+
+impl Walk<'_> {
+    /// No walk: the chain is C alone.
+    pub fn none(c: IpAddr, end: WalkEnd) -> Walk<'static> {
+        Walk {
+            client: c,
+            chain: vec![c],
+            texts: vec![None],
+            end,
+        }
+    }
 }
 
 /// Walks the X-Forwarded-For lines right to left starting from the connection client `c`
 /// (which the caller found trusted), passing over trusted addresses.
-pub fn walk(c: IpAddr, lines: &[&[u8]], trusted: &CidrTable, max_entries: usize) -> Walk {
-    // Examined valid addresses, nearest first.
-    let mut examined: Vec<IpAddr> = Vec::new();
+pub fn walk<'a, L: AsRef<[u8]>>(
+    c: IpAddr,
+    lines: &'a [L],
+    trusted: &CidrTable,
+    max_entries: usize,
+) -> Walk<'a> {
+    // Built nearest first (C, then the elements right to left), reversed at the end. A hop
+    // equal to its neighbour (R = C, or an address a proxy appended twice) is written once.
+    let capacity = max_entries.min(32) + 1;
+    let mut chain = Vec::with_capacity(capacity);
+    let mut texts = Vec::with_capacity(capacity);
+    chain.push(c);
+    texts.push(None);
     let mut end = WalkEnd::AllTrusted;
     for (count, raw) in elements_rev(lines).enumerate() {
         if count >= max_entries {
             end = WalkEnd::Limit;
             break;
         }
-        let Some(ip) = parse_element(raw) else {
+        let Some((ip, text)) = parse_element_text(raw) else {
             end = WalkEnd::Malformed;
             break;
         };
-        examined.push(ip);
+        if chain.last() != Some(&ip) {
+            chain.push(ip);
+            texts.push(text);
+        }
         if !trusted.contains(ip) {
             end = WalkEnd::Untrusted;
             break;
         }
     }
-    let mut chain: Vec<IpAddr> = examined.into_iter().rev().collect();
-    chain.push(c);
-    // A hop equal to its neighbour (R = C, or an address a proxy appended twice) is written once.
-    chain.dedup();
+    chain.reverse();
+    texts.reverse();
     let client = chain.first().copied().unwrap_or(c);
-    Walk { client, chain, end }
+    Walk {
+        client,
+        chain,
+        texts,
+        end,
+    }
 }
 
 #[cfg(test)]
@@ -112,6 +229,32 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn fast_ipv4_path_agrees_with_std() {
+        let mut seed: u64 = 7;
+        let alphabet = b"0123456789.:x ";
+        for _ in 0..20_000 {
+            let mut raw = Vec::new();
+            for _ in 0..(seed % 16) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                raw.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let std = std::str::from_utf8(&raw)
+                .ok()
+                .and_then(|t| t.parse::<Ipv4Addr>().ok());
+            if let Some(fast) = parse_plain_ipv4(&raw) {
+                assert_eq!(Some(fast), std, "{:?}", String::from_utf8_lossy(&raw));
+            }
+            seed = seed.wrapping_add(1);
+        }
+        for octets in [[0, 0, 0, 0], [1, 22, 199, 255], [10, 0, 100, 9]] {
+            let ip = Ipv4Addr::from(octets);
+            assert_eq!(parse_plain_ipv4(ip.to_string().as_bytes()), Some(ip));
+        }
     }
 
     #[test]
@@ -137,6 +280,17 @@ mod tests {
             (b"1.2.3", None),
             (b"\xff1.2.3.4", None),
             (b"1.2.3.4 5.6.7.8", None),
+            (b"01.2.3.4", None),
+            (b"1.2.3.256", None),
+            (b"1.2.3.4.5", None),
+            (b"1..3.4", None),
+            (b"255.255.255.255", Some("255.255.255.255")),
+            (b"0.0.0.0", Some("0.0.0.0")),
+            (b"1.2.3.04", None),
+            (b"1.2.3.0", Some("1.2.3.0")),
+            (b"100.200.250.255", Some("100.200.250.255")),
+            (b"1.2.3.", None),
+            (b".1.2.3", None),
         ];
         for (raw, want) in cases {
             assert_eq!(

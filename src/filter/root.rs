@@ -7,8 +7,9 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 
+use crate::core::addr::Peer;
 use crate::core::config::Policy;
-use crate::core::decision::{ConnectionDecision, Observed, Role};
+use crate::core::decision::{split_peers, ConnectionDecision, Observed, Role};
 use crate::filter::metrics::Metrics;
 use crate::filter::{host, http, stream};
 
@@ -65,18 +66,12 @@ impl Shared {
         }
     }
 
-    /// Direct peer and source, one host call each.
-    pub fn observe(
-        &self,
-    ) -> (
-        Observed<crate::core::addr::Peer>,
-        Option<crate::core::addr::Peer>,
-    ) {
-        let direct =
-            Observed::from_bytes(host::direct_peer(&self.policy.direct_peer_key).as_deref());
-        let source = host::source_address()
-            .as_deref()
-            .and_then(crate::core::addr::Peer::parse);
+    /// Direct peer and source: one host call when the filter-state value carries both (as
+    /// `trustip render` configures it), else a second one for `source.address`.
+    pub fn observe(&self) -> (Observed<Peer>, Option<Peer>) {
+        let (direct, source) =
+            split_peers(host::direct_peer(&self.policy.direct_peer_key).as_deref());
+        let source = source.or_else(|| host::source_address().as_deref().and_then(Peer::parse));
         (direct, source)
     }
 }

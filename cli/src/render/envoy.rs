@@ -36,7 +36,8 @@ static_resources:
         tlv_location: FILTER_STATE
 TLV_RULES    filter_chains:
     - filters:
-      # First: remember the TCP peer before PROXY processing (trustip's "direct peer").
+      # First: remember the TCP peer before PROXY processing (trustip's "direct peer" D), and
+      # the PROXY-derived source P as the connection opened: one filter-state read gives both.
       - name: envoy.filters.network.set_filter_state
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config
@@ -44,7 +45,7 @@ TLV_RULES    filter_chains:
           - object_key: DIRECT_PEER_KEY
             factory_key: envoy.string
             format_string:
-              text_format_source: {inline_string: "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%"}
+              text_format_source: {inline_string: "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%"}
       # trustip, network role: decides once per connection, closes rejected ones.
       - name: envoy.filters.network.wasm
         typed_config:

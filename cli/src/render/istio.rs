@@ -88,7 +88,8 @@ spec:
     labels:
       {label_key}: {label_value}
   configPatches:
-  # Remember the TCP peer before PROXY processing: trustip's "direct peer".
+  # Remember the TCP peer before PROXY processing (trustip's "direct peer" D) and the
+  # PROXY-derived source P as the connection opened: one filter-state read gives both.
   - applyTo: NETWORK_FILTER
     match:
       context: GATEWAY
@@ -107,7 +108,7 @@ spec:
             factory_key: envoy.string
             format_string:
               text_format_source:
-                inline_string: "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%"
+                inline_string: "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%"
   # Keep the PROXY v2 TLVs the policy reads, where the HTTP wasm filter can see them.
   - applyTo: LISTENER_FILTER
     match:

@@ -1,0 +1,136 @@
+//! Native micro-benchmark of the core decision: `decide_connection` + `decide_request`, the
+//! work the HTTP role does per request between reading its inputs and writing its headers.
+//! Run: `cargo bench --bench decision` (criterion). Host calls are not part of this figure.
+
+use std::hint::black_box;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use trustip::core::addr::Peer;
+use trustip::core::config::Policy;
+use trustip::core::decision::{decide_connection, decide_request, Observed, Role};
+use trustip::core::headers::HeaderAccess;
+use trustip::core::tlv::TlvKey;
+
+/// Stands in for Envoy's header map: X-Forwarded-For is present, writes are dropped.
+struct Headers<'a> {
+    xff: &'a [u8],
+}
+
+impl HeaderAccess for Headers<'_> {
+    fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+        (name == "x-forwarded-for").then(|| self.xff.to_vec())
+    }
+    fn set(&mut self, _name: &str, value: &[u8]) {
+        black_box(value);
+    }
+    fn remove(&mut self, name: &str) {
+        black_box(name);
+    }
+}
+
+/// Deterministic pseudo-random numbers (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `count` trusted blocks, half IPv4 /16-/28, half IPv6 /32-/64, plus the hops used below.
+fn trusted_blocks(count: usize) -> Vec<String> {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut blocks = vec!["10.0.0.0/8".to_string(), "2001:db8::/32".to_string()];
+    while blocks.len() < count {
+        if blocks.len() % 2 == 0 {
+            let prefix = 16 + (rng.next() % 13) as u32;
+            let bits = (rng.next() as u32) & (u32::MAX << (32 - prefix));
+            blocks.push(format!("{}/{prefix}", Ipv4Addr::from(bits)));
+        } else {
+            let prefix = 32 + (rng.next() % 33) as u32;
+            let bits = (u128::from(rng.next()) << 64) & (u128::MAX << (128 - prefix));
+            blocks.push(format!("{}/{prefix}", Ipv6Addr::from(bits)));
+        }
+    }
+    blocks
+}
+
+fn policy(trusted: &[String]) -> Policy {
+    let json = serde_json::json!({
+        "rules": [
+            {"from": ["127.0.0.5", "::5"], "proxy_protocol": "require",
+             "tlvs": {"aws_vpce_id": ["vpce-0a1b2c3d4e5f60718"]}},
+            {"from": ["192.168.0.0/16"], "proxy_protocol": "use"}
+        ],
+        "xff": {"trusted": trusted, "max_entries": 32},
+        "headers": {"set": ["x-envoy-external-address", "x-real-ip"]}
+    });
+    match Policy::from_json(json.to_string().as_bytes()) {
+        Ok(policy) => policy,
+        Err(err) => panic!("bench policy: {err}"),
+    }
+}
+
+/// An XFF of `entries` addresses: one untrusted client, then trusted hops.
+fn xff(entries: usize, v6: bool) -> String {
+    let mut parts = Vec::with_capacity(entries);
+    parts.push(if v6 {
+        "2a00:1450::7".to_string()
+    } else {
+        "203.0.113.7".to_string()
+    });
+    for i in 1..entries {
+        parts.push(if v6 {
+            format!("2001:db8::{i:x}")
+        } else {
+            format!("10.0.{}.{}", i / 250, i % 250 + 1)
+        });
+    }
+    parts.join(", ")
+}
+
+fn bench(c: &mut Criterion) {
+    let small = policy(&trusted_blocks(4));
+    let large = policy(&trusted_blocks(10_000));
+    let tlv = b"\x01vpce-0a1b2c3d4e5f60718".to_vec();
+    let mut group = c.benchmark_group("decision");
+    for (name, policy) in [("small", &small), ("10k_cidrs", &large)] {
+        for v6 in [false, true] {
+            let (direct, source) = if v6 {
+                ("[::5]:40000", "[2001:db8::1]:5555")
+            } else {
+                ("127.0.0.5:40000", "10.0.0.1:5555")
+            };
+            let direct = Peer::parse(direct.as_bytes())
+                .map(Observed::Present)
+                .unwrap_or(Observed::Absent);
+            let source = Peer::parse(source.as_bytes());
+            for entries in [1usize, 8, 32] {
+                let header = xff(entries, v6);
+                let id = BenchmarkId::new(
+                    format!("{name}/{}", if v6 { "ipv6" } else { "ipv4" }),
+                    format!("xff{entries}"),
+                );
+                group.bench_with_input(id, &header, |b, header| {
+                    b.iter(|| {
+                        let mut tlvs = |_: TlvKey| Some(tlv.clone());
+                        let connection =
+                            decide_connection(policy, Role::Http, direct, source, &mut tlvs);
+                        let mut headers = Headers {
+                            xff: header.as_bytes(),
+                        };
+                        black_box(decide_request(policy, connection, &mut headers))
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
