@@ -1,8 +1,8 @@
 //! Native micro-benchmark of the core decision: `decide_connection` + `decide_request`, the
-
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 //! work the HTTP role does per request between reading its inputs and writing its headers.
 //! Run: `cargo bench --bench decision` (criterion). Host calls are not part of this figure.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};
