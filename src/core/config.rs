@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserialize;
-
 use crate::core::cidr::{Cidr, CidrTable};
 use crate::core::tlv::TlvKey;
 
@@ -42,8 +40,7 @@ impl std::error::Error for ConfigError {}
 // ---------------------------------------------------------------------------------------
 // The JSON, as written by users.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Rejections are enforced.
     #[default]
@@ -52,8 +49,7 @@ pub enum Mode {
     Shadow,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IfMissing {
     /// No direct peer in filter state: reject (fail closed).
     #[default]
@@ -63,8 +59,7 @@ pub enum IfMissing {
     TrustSource,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyProtocol {
     Require,
     Use,
@@ -85,8 +80,7 @@ impl ProxyProtocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum XffMode {
     #[default]
     Overwrite,
@@ -95,8 +89,7 @@ pub enum XffMode {
     Remove,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ForwardedMode {
     #[default]
     None,
@@ -104,19 +97,17 @@ pub enum ForwardedMode {
     Append,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Default)]
 struct RawConfig {
     mode: Mode,
     direct_peer: RawDirectPeer,
     rules: Vec<RawRule>,
     xff: RawXff,
     headers: RawHeaders,
-    reject_status: Option<u32>,
+    reject_status: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug)]
 struct RawDirectPeer {
     filter_state: String,
     if_missing: IfMissing,
@@ -131,17 +122,14 @@ impl Default for RawDirectPeer {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 struct RawRule {
     from: Vec<String>,
     proxy_protocol: ProxyProtocol,
-    #[serde(default)]
     tlvs: BTreeMap<TlvKey, Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug)]
 struct RawXff {
     trusted: Vec<String>,
     max_entries: u64,
@@ -156,8 +144,7 @@ impl Default for RawXff {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug)]
 struct RawHeaders {
     x_forwarded_for: XffMode,
     forwarded: ForwardedMode,
@@ -253,22 +240,12 @@ pub struct Policy {
 impl Policy {
     /// Parses and validates the plugin configuration. Empty bytes mean `{}` (all defaults).
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
-        let raw: RawConfig = if bytes.trim_ascii().is_empty() {
+        let raw = if bytes.trim_ascii().is_empty() {
             RawConfig::default()
-        } else if bytes.trim_ascii_start().first() != Some(&b'{') {
-            return Err(ConfigError::new(
-                ".",
-                None,
-                "the configuration must be a JSON object",
-            ));
         } else {
-            let mut de = serde_json::Deserializer::from_slice(bytes);
-            let raw = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-                let path = err.path().to_string();
-                ConfigError::new(path, None, err.into_inner())
-            })?;
-            de.end().map_err(|err| ConfigError::new(".", None, err))?;
-            raw
+            let value: Value =
+                serde_json::from_slice(bytes).map_err(|err| ConfigError::new(".", None, err))?;
+            read_config(&value)?
         };
         compile(raw)
     }
@@ -287,6 +264,261 @@ impl Policy {
     pub fn xff_table(&self) -> &CidrTable {
         &self.xff_trusted
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the JSON: a walk over `serde_json::Value` that names the path of every error. (A
+// serde derive per struct, with a path-tracking wrapper, made the wasm module 100 KB larger.)
+
+use serde_json::{Map, Value};
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn where_(path: &str) -> &str {
+    if path.is_empty() {
+        "."
+    } else {
+        path
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn invalid_type(path: &str, value: &Value, expected: &str) -> ConfigError {
+    ConfigError::new(
+        where_(path),
+        None,
+        format!("invalid type: {}, expected {expected}", kind(value)),
+    )
+}
+
+/// An object whose keys must all be among `fields`.
+fn object<'a>(
+    path: &str,
+    value: &'a Value,
+    fields: &[&str],
+) -> Result<&'a Map<String, Value>, ConfigError> {
+    let Value::Object(map) = value else {
+        return Err(invalid_type(path, value, "an object"));
+    };
+    if let Some(key) = map.keys().find(|key| !fields.contains(&key.as_str())) {
+        return Err(ConfigError::new(
+            join(path, key),
+            None,
+            format!("unknown field `{key}`, expected {}", one_of(fields)),
+        ));
+    }
+    Ok(map)
+}
+
+fn one_of(words: &[&str]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+    format!("one of {}", quoted.join(", "))
+}
+
+fn string<'a>(path: &str, value: &'a Value) -> Result<&'a str, ConfigError> {
+    value
+        .as_str()
+        .ok_or_else(|| invalid_type(path, value, "a string"))
+}
+
+fn strings(path: &str, value: &Value) -> Result<Vec<String>, ConfigError> {
+    let Value::Array(items) = value else {
+        return Err(invalid_type(path, value, "an array of strings"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| string(&format!("{path}[{i}]"), item).map(str::to_string))
+        .collect()
+}
+
+fn word<T: Copy>(path: &str, value: &Value, words: &[(&str, T)]) -> Result<T, ConfigError> {
+    let text = string(path, value)?;
+    words
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, word)| *word)
+        .ok_or_else(|| {
+            let names: Vec<&str> = words.iter().map(|(name, _)| *name).collect();
+            ConfigError::new(
+                path,
+                None,
+                format!("unknown variant `{text}`, expected {}", one_of(&names)),
+            )
+        })
+}
+
+fn unsigned(path: &str, value: &Value) -> Result<u64, ConfigError> {
+    value
+        .as_u64()
+        .ok_or_else(|| invalid_type(path, value, "a non-negative integer"))
+}
+
+fn tlv_key(path: &str, key: &str) -> Result<TlvKey, ConfigError> {
+    TlvKey::from_name(key).ok_or_else(|| {
+        let names: Vec<&str> = TlvKey::ALL.iter().map(|k| k.name()).collect();
+        ConfigError::new(
+            path,
+            None,
+            format!("unknown variant `{key}`, expected {}", one_of(&names)),
+        )
+    })
+}
+
+const MODES: &[(&str, Mode)] = &[("enforce", Mode::Enforce), ("shadow", Mode::Shadow)];
+const IF_MISSING: &[(&str, IfMissing)] = &[
+    ("reject", IfMissing::Reject),
+    ("trust_source", IfMissing::TrustSource),
+];
+const WORDS: &[(&str, ProxyProtocol)] = &[
+    ("require", ProxyProtocol::Require),
+    ("use", ProxyProtocol::Use),
+    ("ignore", ProxyProtocol::Ignore),
+    ("reject", ProxyProtocol::Reject),
+    ("deny", ProxyProtocol::Deny),
+];
+const XFF_MODES: &[(&str, XffMode)] = &[
+    ("overwrite", XffMode::Overwrite),
+    ("append", XffMode::Append),
+    ("preserve", XffMode::Preserve),
+    ("remove", XffMode::Remove),
+];
+const FORWARDED_MODES: &[(&str, ForwardedMode)] = &[
+    ("none", ForwardedMode::None),
+    ("overwrite", ForwardedMode::Overwrite),
+    ("append", ForwardedMode::Append),
+];
+
+fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
+    let map = object(
+        "",
+        value,
+        &[
+            "mode",
+            "direct_peer",
+            "rules",
+            "xff",
+            "headers",
+            "reject_status",
+        ],
+    )
+    .map_err(|err| match value {
+        Value::Object(_) => err,
+        _ => ConfigError::new(".", None, "the configuration must be a JSON object"),
+    })?;
+    let mut raw = RawConfig::default();
+    if let Some(v) = map.get("mode") {
+        raw.mode = word("mode", v, MODES)?;
+    }
+    if let Some(v) = map.get("direct_peer") {
+        let peer = object("direct_peer", v, &["filter_state", "if_missing"])?;
+        if let Some(v) = peer.get("filter_state") {
+            raw.direct_peer.filter_state = string("direct_peer.filter_state", v)?.to_string();
+        }
+        if let Some(v) = peer.get("if_missing") {
+            raw.direct_peer.if_missing = word("direct_peer.if_missing", v, IF_MISSING)?;
+        }
+    }
+    if let Some(v) = map.get("rules") {
+        let Value::Array(rules) = v else {
+            return Err(invalid_type("rules", v, "an array of rules"));
+        };
+        for (r, rule) in rules.iter().enumerate() {
+            raw.rules.push(read_rule(&format!("rules[{r}]"), rule)?);
+        }
+    }
+    if let Some(v) = map.get("xff") {
+        let xff = object("xff", v, &["trusted", "max_entries"])?;
+        if let Some(v) = xff.get("trusted") {
+            raw.xff.trusted = strings("xff.trusted", v)?;
+        }
+        if let Some(v) = xff.get("max_entries") {
+            raw.xff.max_entries = unsigned("xff.max_entries", v)?;
+        }
+    }
+    if let Some(v) = map.get("headers") {
+        let headers = object(
+            "headers",
+            v,
+            &["x_forwarded_for", "forwarded", "set", "strip", "tlv"],
+        )?;
+        if let Some(v) = headers.get("x_forwarded_for") {
+            raw.headers.x_forwarded_for = word("headers.x_forwarded_for", v, XFF_MODES)?;
+        }
+        if let Some(v) = headers.get("forwarded") {
+            raw.headers.forwarded = word("headers.forwarded", v, FORWARDED_MODES)?;
+        }
+        if let Some(v) = headers.get("set") {
+            raw.headers.set = strings("headers.set", v)?;
+        }
+        if let Some(v) = headers.get("strip") {
+            raw.headers.strip = strings("headers.strip", v)?;
+        }
+        if let Some(v) = headers.get("tlv") {
+            let Value::Object(tlv) = v else {
+                return Err(invalid_type("headers.tlv", v, "an object"));
+            };
+            for (key, name) in tlv {
+                let path = format!("headers.tlv.{key}");
+                let key = tlv_key(&path, key)?;
+                raw.headers
+                    .tlv
+                    .insert(key, string(&path, name)?.to_string());
+            }
+        }
+    }
+    if let Some(v) = map.get("reject_status") {
+        raw.reject_status = Some(unsigned("reject_status", v)?);
+    }
+    Ok(raw)
+}
+
+fn read_rule(path: &str, value: &Value) -> Result<RawRule, ConfigError> {
+    let rule = object(path, value, &["from", "proxy_protocol", "tlvs"])?;
+    let missing = |field: &str| ConfigError::new(path, None, format!("missing field `{field}`"));
+    let from = strings(
+        &join(path, "from"),
+        rule.get("from").ok_or_else(|| missing("from"))?,
+    )?;
+    let proxy_protocol = word(
+        &join(path, "proxy_protocol"),
+        rule.get("proxy_protocol")
+            .ok_or_else(|| missing("proxy_protocol"))?,
+        WORDS,
+    )?;
+    let mut tlvs = BTreeMap::new();
+    if let Some(v) = rule.get("tlvs") {
+        let tlvs_path = join(path, "tlvs");
+        let Value::Object(map) = v else {
+            return Err(invalid_type(&tlvs_path, v, "an object"));
+        };
+        for (key, values) in map {
+            let key_path = format!("{tlvs_path}.{key}");
+            let key = tlv_key(&key_path, key)?;
+            tlvs.insert(key, strings(&key_path, values)?);
+        }
+    }
+    Ok(RawRule {
+        from,
+        proxy_protocol,
+        tlvs,
+    })
 }
 
 fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
@@ -574,7 +806,15 @@ mod tests {
             ),
             (r#"{"mode":"enforce"} x"#, "trailing characters"),
             (r#"[1,2]"#, ".: the configuration must be a JSON object"),
-            ("{\"mode\":\"\u{0}\"}", "mode:"),
+            (r#"{"rules":{}}"#, "rules: invalid type: an object, expected an array of rules"),
+            (r#"{"rules":[{"from":"10.0.0.0/8","proxy_protocol":"use"}]}"#, "rules[0].from: invalid type: a string"),
+            (r#"{"rules":[{"from":["10.0.0.0/8",7],"proxy_protocol":"use"}]}"#, "rules[0].from[1]: invalid type: a number"),
+            (r#"{"rules":[{"from":["10.0.0.0/8"]}]}"#, "rules[0]: missing field `proxy_protocol`"),
+            (r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"use","tls":{}}]}"#, "rules[0].tls: unknown field `tls`"),
+            (r#"{"direct_peer":{"if_missing":"allow"}}"#, "direct_peer.if_missing: unknown variant `allow`"),
+            (r#"{"xff":{"max_entries":-1}}"#, "xff.max_entries: invalid type"),
+            (r#"{"headers":{"forwarded":"rfc7239"}}"#, "headers.forwarded: unknown variant `rfc7239`, expected one of `none`, `overwrite`, `append`"),
+            ("{\"mode\":\"\u{0}\"}", ".: control character"),
         ];
         for (json, want) in cases {
             let err = Policy::from_json(json.as_bytes()).unwrap_err().to_string();

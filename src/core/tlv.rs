@@ -3,12 +3,9 @@
 
 use std::fmt::Write as _;
 
-use serde::Deserialize;
-
 /// A TLV the policy may name; the key is also the filter-state key Envoy's proxy_protocol
 /// listener filter must store it under (`rules: [{tlv_type: 234, on_tlv_present: {key: aws_vpce_id}}]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TlvKey {
     /// 0xEA, AWS VPC endpoint id: subtype byte 0x01, then the ASCII id.
     AwsVpceId,
