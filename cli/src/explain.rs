@@ -10,7 +10,7 @@ use trustip::core::decision::{
     decide_connection, decide_request, ConnectionDecision, Observed, Role, Via,
 };
 use trustip::core::headers::{HeaderAccess, HeaderList};
-use trustip::core::tlv::{encode, TlvKey};
+use trustip::core::tlv::{encode, TlvEncoding, TlvKey};
 use trustip::core::xff::WalkEnd;
 
 use crate::error::CliError;
@@ -62,7 +62,8 @@ fn parse_peer(flag: &str, text: &str) -> Result<Peer, CliError> {
     })
 }
 
-fn parse_tlvs(args: &[String]) -> Result<[Option<Vec<u8>>; 5], CliError> {
+/// The TLVs as Envoy would store them in filter state for this policy.
+fn parse_tlvs(args: &[String], encoding: TlvEncoding) -> Result<[Option<Vec<u8>>; 5], CliError> {
     let mut raw: [Option<Vec<u8>>; 5] = Default::default();
     for arg in args {
         let (key, value) = arg
@@ -76,11 +77,37 @@ fn parse_tlvs(args: &[String]) -> Result<[Option<Vec<u8>>; 5], CliError> {
             ))
         })?;
         let bytes = encode(key, value).map_err(|err| CliError::Usage(format!("--tlv {err}")))?;
+        let bytes = match encoding {
+            TlvEncoding::Raw => bytes,
+            TlvEncoding::Base64 => base64_encode(&bytes).into_bytes(),
+        };
         if let Some(slot) = raw.get_mut(key.index()) {
             *slot = Some(bytes);
         }
     }
     Ok(raw)
+}
+
+/// Standard base64 with padding, as Envoy's `value_string_encoding: BASE64` writes it.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let mut group = [0u8; 3];
+        for (slot, byte) in group.iter_mut().zip(chunk) {
+            *slot = *byte;
+        }
+        let [a, b, c] = group;
+        let bits = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
+        for i in 0..4 {
+            let sextet = ((bits >> (18 - 6 * i)) & 0x3f) as usize;
+            match ALPHABET.get(sextet) {
+                Some(&symbol) if i <= chunk.len() => out.push(char::from(symbol)),
+                _ => out.push('='),
+            }
+        }
+    }
+    out
 }
 
 fn parse_headers(args: &[String]) -> Result<HeaderList, CliError> {
@@ -121,7 +148,7 @@ fn explain(policy: &Policy, args: &ExplainArgs) -> Result<Explanation, CliError>
             "--tlv needs --proxy: TLVs travel in a PROXY header".to_string(),
         ));
     }
-    let tlvs = parse_tlvs(&args.tlvs)?;
+    let tlvs = parse_tlvs(&args.tlvs, policy.tlv_encoding)?;
     let mut tlv_source = |key: TlvKey| tlvs.get(key.index()).cloned().flatten();
     let role = match args.role {
         RoleArg::Http => Role::Http,
@@ -322,4 +349,25 @@ pub fn run(args: &ExplainArgs) -> Result<u8, CliError> {
     } else {
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_through_the_filter_decoder() {
+        for len in 0..40usize {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 250) as u8).collect();
+            let text = base64_encode(&bytes);
+            assert_eq!(
+                trustip::core::tlv::decode_base64(text.as_bytes()),
+                Some(bytes)
+            );
+        }
+        assert_eq!(
+            base64_encode(b"\x12\x34\x56\x78\x90\xab\xcd\xef"),
+            "EjRWeJCrze8="
+        );
+    }
 }

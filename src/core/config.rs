@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde_json::{Map, Value};
+
 use crate::core::cidr::{Cidr, CidrTable};
-use crate::core::tlv::TlvKey;
+use crate::core::tlv::{TlvEncoding, TlvKey};
 
 /// A configuration error: the JSON path of the field, the offending value when there is one,
 /// and what is wrong. Displayed as `rules[0].from[0]: "10.0.0.0/33": prefix length 33 > 32`.
@@ -105,6 +107,7 @@ struct RawConfig {
     xff: RawXff,
     headers: RawHeaders,
     reject_status: Option<u64>,
+    tlv_encoding: TlvEncoding,
 }
 
 #[derive(Debug)]
@@ -233,6 +236,8 @@ pub struct Policy {
     pub xff_max_entries: usize,
     pub headers: HeaderPolicy,
     pub reject_status: u16,
+    /// How Envoy stored TLV values (must match the proxy_protocol rules' value_string_encoding).
+    pub tlv_encoding: TlvEncoding,
     /// TLV keys the policy reads at all (rules' allowlists and header mappings).
     pub tlv_keys_used: Vec<TlvKey>,
 }
@@ -269,8 +274,6 @@ impl Policy {
 // ---------------------------------------------------------------------------------------
 // Reading the JSON: a walk over `serde_json::Value` that names the path of every error. (A
 // serde derive per struct, with a path-tracking wrapper, made the wasm module 100 KB larger.)
-
-use serde_json::{Map, Value};
 
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
@@ -381,6 +384,8 @@ fn tlv_key(path: &str, key: &str) -> Result<TlvKey, ConfigError> {
     })
 }
 
+const TLV_ENCODINGS: &[(&str, TlvEncoding)] =
+    &[("raw", TlvEncoding::Raw), ("base64", TlvEncoding::Base64)];
 const MODES: &[(&str, Mode)] = &[("enforce", Mode::Enforce), ("shadow", Mode::Shadow)];
 const IF_MISSING: &[(&str, IfMissing)] = &[
     ("reject", IfMissing::Reject),
@@ -416,6 +421,7 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
             "xff",
             "headers",
             "reject_status",
+            "tlv_encoding",
         ],
     )
     .map_err(|err| match value {
@@ -482,6 +488,9 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
                     .insert(key, string(&path, name)?.to_string());
             }
         }
+    }
+    if let Some(v) = map.get("tlv_encoding") {
+        raw.tlv_encoding = word("tlv_encoding", v, TLV_ENCODINGS)?;
     }
     if let Some(v) = map.get("reject_status") {
         raw.reject_status = Some(unsigned("reject_status", v)?);
@@ -625,6 +634,7 @@ fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
         xff_max_entries: usize::try_from(raw.xff.max_entries).unwrap_or(DEFAULT_MAX_ENTRIES),
         headers,
         reject_status,
+        tlv_encoding: raw.tlv_encoding,
         tlv_keys_used,
     })
 }
@@ -813,6 +823,7 @@ mod tests {
             (r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"use","tls":{}}]}"#, "rules[0].tls: unknown field `tls`"),
             (r#"{"direct_peer":{"if_missing":"allow"}}"#, "direct_peer.if_missing: unknown variant `allow`"),
             (r#"{"xff":{"max_entries":-1}}"#, "xff.max_entries: invalid type"),
+            (r#"{"tlv_encoding":"hex"}"#, "tlv_encoding: unknown variant `hex`, expected one of `raw`, `base64`"),
             (r#"{"headers":{"forwarded":"rfc7239"}}"#, "headers.forwarded: unknown variant `rfc7239`, expected one of `none`, `overwrite`, `append`"),
             ("{\"mode\":\"\u{0}\"}", ".: control character"),
         ];

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::core::addr::Peer;
 use crate::core::config::{IfMissing, Mode, Policy, ProxyProtocol};
 use crate::core::headers::{apply_headers, HeaderAccess};
-use crate::core::tlv::{decode, TlvKey};
+use crate::core::tlv::{decode_stored, TlvEncoding, TlvKey};
 use crate::core::xff::{walk, Walk, WalkEnd};
 
 /// Which filter is deciding.
@@ -213,6 +213,7 @@ impl<F: FnMut(TlvKey) -> Option<Vec<u8>>> TlvSource for F {
 /// Fetches each TLV at most once and decodes it.
 struct TlvCache<'a, S: TlvSource> {
     source: &'a mut S,
+    encoding: TlvEncoding,
     seen: [Option<Result<String, String>>; 5],
 }
 
@@ -225,7 +226,9 @@ impl<S: TlvSource> TlvCache<'_, S> {
         if slot.is_none() {
             *slot = Some(match self.source.tlv(key) {
                 None => Err(String::new()),
-                Some(raw) => decode(key, &raw).map_err(|err| err.to_string()),
+                Some(stored) => {
+                    decode_stored(key, &stored, self.encoding).map_err(|err| err.to_string())
+                }
             });
         }
         match slot {
@@ -301,6 +304,7 @@ pub fn decide_connection(
     if use_proxy {
         let mut cache = TlvCache {
             source: tlvs,
+            encoding: policy.tlv_encoding,
             seen: Default::default(),
         };
         for (key, allowed) in rule.map(|r| r.tlvs.as_slice()).unwrap_or_default() {

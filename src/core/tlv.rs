@@ -59,6 +59,51 @@ impl TlvKey {
     }
 }
 
+/// How Envoy's proxy_protocol filter stored TLV values in filter state: its per-key
+/// `value_string_encoding`. The default (`SANITIZED_UTF8`) replaces every byte that is not
+/// valid UTF-8 with `!`, which destroys binary values (Azure and GCP ids); `BASE64` keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlvEncoding {
+    /// Envoy's default: the value as it arrived, if it was valid UTF-8.
+    #[default]
+    Raw,
+    /// `value_string_encoding: BASE64`.
+    Base64,
+}
+
+/// Standard base64 with padding, as Envoy writes it. `None` for anything else.
+pub fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
+    fn sextet(byte: u8) -> Option<u32> {
+        match byte {
+            b'A'..=b'Z' => Some(u32::from(byte - b'A')),
+            b'a'..=b'z' => Some(u32::from(byte - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(byte - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    if !text.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let chunks = text.len() / 4;
+    for (i, chunk) in text.chunks(4).enumerate() {
+        let padding = chunk.iter().rev().take_while(|b| **b == b'=').count();
+        if padding > 2 || (padding > 0 && i + 1 != chunks) {
+            return None;
+        }
+        let mut bits: u32 = 0;
+        for &byte in chunk.iter().take(4 - padding) {
+            bits = bits << 6 | sextet(byte)?;
+        }
+        bits <<= 6 * padding as u32;
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(bytes.get(1..4 - padding).unwrap_or_default());
+    }
+    Some(out)
+}
+
 /// Why a present TLV value could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TlvError {
@@ -72,6 +117,8 @@ pub enum TlvError {
     },
     #[error("{key}: not printable ASCII")]
     NotText { key: &'static str },
+    #[error("{key}: not base64 (the policy says tlv_encoding base64)")]
+    NotBase64 { key: &'static str },
 }
 
 /// Longest text value accepted (an authority is a host name; ids are short).
@@ -101,6 +148,21 @@ fn exact<const N: usize>(key: TlvKey, bytes: &[u8]) -> Result<[u8; N], TlvError>
         expected: N,
         got: bytes.len(),
     })
+}
+
+/// Decodes a TLV value as Envoy stored it, per `encoding`, into its canonical text.
+pub fn decode_stored(
+    key: TlvKey,
+    stored: &[u8],
+    encoding: TlvEncoding,
+) -> Result<String, TlvError> {
+    match encoding {
+        TlvEncoding::Raw => decode(key, stored),
+        TlvEncoding::Base64 => {
+            let raw = decode_base64(stored).ok_or(TlvError::NotBase64 { key: key.name() })?;
+            decode(key, &raw)
+        }
+    }
 }
 
 /// Decodes a raw TLV value into its canonical text.
@@ -233,6 +295,35 @@ mod tests {
         assert!(encode(TlvKey::AzureLinkId, "-1").is_err());
         assert!(encode(TlvKey::UniqueId, "abc").is_err());
         assert!(encode(TlvKey::AwsVpceId, "has space").is_err());
+    }
+
+    #[test]
+    fn base64_as_envoy_writes_it() {
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            (b"", Some(b"")),
+            (b"AQ==", Some(b"\x01")),
+            (b"AQI=", Some(b"\x01\x02")),
+            (b"AQID", Some(b"\x01\x02\x03")),
+            (b"EjRWeJCrze8=", Some(b"\x12\x34\x56\x78\x90\xab\xcd\xef")),
+            (b"AQ=", None),
+            (b"A===", None),
+            (b"AQ==AQ==", None),
+            (b"A!Q=", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(decode_base64(text).as_deref(), *want, "{text:?}");
+        }
+        // A GCP id whose bytes are not UTF-8 survives only in base64.
+        assert_eq!(
+            decode_stored(
+                TlvKey::GcpPscConnectionId,
+                b"EjRWeJCrze8=",
+                TlvEncoding::Base64
+            )
+            .unwrap(),
+            "1311768467294899695"
+        );
+        assert!(decode_stored(TlvKey::GcpPscConnectionId, b"\x12", TlvEncoding::Base64).is_err());
     }
 
     #[test]

@@ -59,6 +59,16 @@ POLICIES = {
             "tlv": {"authority": "x-lb-authority", "unique_id": "x-lb-request-id", "gcp_psc_connection_id": "x-psc-id"},
         },
     },
+    # Binary TLV values (bytes >= 0x80) kept intact by value_string_encoding: BASE64, which
+    # render emits for this policy.
+    "base64": {
+        "tlv_encoding": "base64",
+        "rules": [
+            {"from": ["127.0.0.22/32"], "proxy_protocol": "require", "tlvs": {"gcp_psc_connection_id": [str(1234567890123456789)]}},
+            {"from": ["127.0.0.21/32"], "proxy_protocol": "require", "tlvs": {"azure_link_id": [str(0x9ABCDEF0)]}},
+        ],
+        "headers": {"tlv": {"gcp_psc_connection_id": "x-psc-id", "azure_link_id": "x-azure-link-id"}},
+    },
     "preserve": {
         "rules": [{"from": ["127.0.0.6/32"], "proxy_protocol": "use"}],
         "headers": {"x_forwarded_for": "preserve", "forwarded": "append", "strip": []},
@@ -135,6 +145,9 @@ CASES = [
          tlvs={"authority": "api.example.com", "unique_id": "00112233445566770a1b2c3d4e5f6071", "gcp_psc_connection_id": str(0x0102030405060708)},
          headers=[("x-lb-authority", "forged"), ("x-lb-request-id", "forged")]),
     Case("tlv-headers-removed-when-absent", "headers", "127.0.0.5", "v2", headers=[("x-lb-authority", "forged"), ("x-psc-id", "1")]),
+    Case("base64-gcp-allowed", "base64", "127.0.0.22", "v2", tlvs={"gcp_psc_connection_id": str(1234567890123456789)}),
+    Case("base64-gcp-denied", "base64", "127.0.0.22", "v2", tlvs={"gcp_psc_connection_id": str(1234567890123456788)}),
+    Case("base64-azure-allowed", "base64", "127.0.0.21", "v2", tlvs={"azure_link_id": str(0x9ABCDEF0)}),
     Case("preserve-and-forwarded-append", "preserve", "127.0.0.6", "v2", headers=[(XFF, "6.6.6.6"), ("Forwarded", "for=6.6.6.6")]),
     Case("preserve-stranger", "preserve", "127.0.0.66", headers=[(XFF, "6.6.6.6"), ("X-Real-IP", "6.6.6.6")]),
     Case("remove-xff", "remove", "127.0.0.6", "v1", headers=[(XFF, "6.6.6.6")]),

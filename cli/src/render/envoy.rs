@@ -134,10 +134,7 @@ pub fn bootstrap(file: &PolicyFile, options: &Options) -> String {
                 "true"
             },
         )
-        .replace(
-            "TLV_RULES",
-            &tlv_rules(&file.policy.tlv_keys_used, "        "),
-        )
+        .replace("TLV_RULES", &tlv_rules(&file.policy, "        "))
         .replace("DIRECT_PEER_KEY", &quoted(&file.policy.direct_peer_key))
         .replace("WASM_PATH", &quoted(&options.wasm))
         .replace("ACCESS_LOG", &quoted(ACCESS_LOG_FORMAT))

@@ -73,7 +73,7 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
             url = quoted(&url),
         ));
     }
-    let tlv = tlv_rules(&file.policy.tlv_keys_used, "          ");
+    let tlv = tlv_rules(&file.policy, "          ");
     out.push_str(&format!(
         r#"---
 # What WasmPlugin cannot express: the direct peer in filter state, the TLVs in filter state,

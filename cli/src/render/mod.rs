@@ -8,7 +8,8 @@ mod istio;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use trustip::core::tlv::TlvKey;
+use trustip::core::config::Policy;
+use trustip::core::tlv::TlvEncoding;
 
 use crate::error::CliError;
 use crate::policy_file::PolicyFile;
@@ -98,15 +99,21 @@ pub fn quoted(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
 }
 
-/// The proxy_protocol listener filter's `rules` for the TLV keys the policy uses.
-pub fn tlv_rules(keys: &[TlvKey], indent: &str) -> String {
+/// The proxy_protocol listener filter's `rules` for the TLV keys the policy uses, with the
+/// value encoding the policy expects (`tlv_encoding: base64` keeps binary ids intact).
+pub fn tlv_rules(policy: &Policy, indent: &str) -> String {
+    let keys = &policy.tlv_keys_used;
     if keys.is_empty() {
         return format!("{indent}rules: []   # the policy reads no TLVs\n");
     }
+    let encoding = match policy.tlv_encoding {
+        TlvEncoding::Raw => "",
+        TlvEncoding::Base64 => ", value_string_encoding: BASE64",
+    };
     let mut out = format!("{indent}rules:\n");
     for key in keys {
         out.push_str(&format!(
-            "{indent}- tlv_type: {}   # 0x{:02X}\n{indent}  on_tlv_present: {{key: {}}}\n",
+            "{indent}- tlv_type: {}   # 0x{:02X}\n{indent}  on_tlv_present: {{key: {}{encoding}}}\n",
             key.tlv_type(),
             key.tlv_type(),
             key.name()

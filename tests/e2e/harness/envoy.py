@@ -54,6 +54,8 @@ class Listener:
     name: str = "main"
     proxy_protocol: str = "optional"  # none | optional | strict
     tlv_rules: dict[int, str] | None = field(default_factory=lambda: dict(WELL_KNOWN_TLVS))
+    # The proxy_protocol rules' value_string_encoding (None: Envoy's default, SANITIZED_UTF8).
+    tlv_value_encoding: str | None = None
     set_filter_state: bool = True
     direct_peer_key: str = "trustip.direct_peer"  # the filter-state object set_filter_state fills
     network_role: bool = False
@@ -113,8 +115,9 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
         }
         if spec.tlv_rules:
             pp["tlv_location"] = "FILTER_STATE"
+            encoding = {"value_string_encoding": spec.tlv_value_encoding} if spec.tlv_value_encoding else {}
             pp["rules"] = [
-                {"tlv_type": kind, "on_tlv_present": {"key": key}} for kind, key in spec.tlv_rules.items()
+                {"tlv_type": kind, "on_tlv_present": {"key": key, **encoding}} for kind, key in spec.tlv_rules.items()
             ]
         listener_filters.append({"name": "envoy.filters.listener.proxy_protocol", "typed_config": pp})
 
