@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use crate::core::addr::Peer;
-use crate::core::config::{IfMissing, Mode, Policy, ProxyProtocol};
+use crate::core::config::{quoted, IfMissing, Mode, Policy, ProxyProtocol};
 use crate::core::headers::{apply_headers, HeaderAccess};
 use crate::core::tlv::{decode_stored, TlvEncoding, TlvKey};
 use crate::core::xff::{walk, Walk, WalkEnd};
@@ -310,7 +310,7 @@ pub fn decide_connection(
         for (key, allowed) in rule.map(|r| r.tlvs.as_slice()).unwrap_or_default() {
             let detail = match cache.get(*key) {
                 Ok(Some(value)) if allowed.contains(&value) => None,
-                Ok(Some(value)) => Some(format!("{} {:?} not allowed", key.name(), value)),
+                Ok(Some(value)) => Some(format!("{} {} not allowed", key.name(), quoted(&value))),
                 Ok(None) => Some(format!("{} absent", key.name())),
                 Err(why) => Some(format!("malformed {why}")),
             };

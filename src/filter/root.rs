@@ -8,7 +8,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 
 use crate::core::addr::Peer;
-use crate::core::config::Policy;
+use crate::core::config::{quoted, Mode, Policy};
 use crate::core::decision::{split_peers, ConnectionDecision, Observed, Role};
 use crate::filter::metrics::Metrics;
 use crate::filter::{host, http, stream};
@@ -59,9 +59,8 @@ impl Shared {
         );
         if decision.direct_peer.peer().is_none() && !self.warned_no_direct_peer.replace(true) {
             log::warn!(
-                "trustip: no direct peer in filter state {:?}: add the envoy.filters.network.set_filter_state network filter (object_key {:?}, factory_key envoy.string, format_string %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%, on_new_connection) before trustip, or set direct_peer.if_missing to trust_source if only the load balancer can reach this listener",
-                self.policy.direct_peer_key,
-                self.policy.direct_peer_key,
+                "trustip: no direct peer in filter state {key}: add the envoy.filters.network.set_filter_state network filter (object_key {key}, factory_key envoy.string, format_string \"%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%\", on_new_connection) before trustip, or set direct_peer.if_missing to trust_source if only the load balancer can reach this listener",
+                key = quoted(&self.policy.direct_peer_key),
             );
         }
     }
@@ -92,8 +91,8 @@ impl RootContext for Root {
             id if id == NETWORK_ROOT_ID.as_bytes() => Role::Network,
             other => {
                 log::error!(
-                    "trustip: invalid configuration: root_id: {:?}: must be {NETWORK_ROOT_ID:?} (envoy.filters.network.wasm) or {HTTP_ROOT_ID:?} (envoy.filters.http.wasm)",
-                    String::from_utf8_lossy(other)
+                    "trustip: invalid configuration: root_id: {}: must be \"{NETWORK_ROOT_ID}\" (envoy.filters.network.wasm) or \"{HTTP_ROOT_ID}\" (envoy.filters.http.wasm)",
+                    quoted(&String::from_utf8_lossy(other))
                 );
                 return false;
             }
@@ -106,11 +105,14 @@ impl RootContext for Root {
             }
         };
         log::info!(
-            "trustip: configured {} role: {} rules, {} trusted XFF blocks, mode {:?}",
+            "trustip: configured {} role: {} rules, {} trusted XFF blocks, mode {}",
             role.name(),
             policy.rules.len(),
             policy.xff_trusted_count,
-            policy.mode
+            match policy.mode {
+                Mode::Enforce => "enforce",
+                Mode::Shadow => "shadow",
+            }
         );
         self.shared = Some(Rc::new(Shared {
             policy,
