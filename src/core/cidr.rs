@@ -148,8 +148,8 @@ const NONE: u32 = u32::MAX;
 
 /// Sorted disjoint ranges of one address family: `starts[i]..starts[i+1]` carries `labels[i]`.
 /// IPv4 tables hold `u32` starts: half the memory and twice the cache reach of `u128`.
-/// Large tables also get `index`: for each value of an address's top 16 bits, the first
-/// segment that can hold it, so a lookup searches a handful of segments, not all of them.
+/// Large tables also get `index`: for each value of an address's top `INDEX_BITS` bits, the
+/// first segment that can hold it, so a lookup searches a handful of segments, not all of them.
 #[derive(Debug, Clone, Default)]
 struct Ranges<T> {
     starts: Vec<T>,
@@ -160,27 +160,31 @@ struct Ranges<T> {
 /// Below this many segments a plain binary search is as fast as the index.
 const INDEX_FROM: usize = 64;
 
-/// An address type's top 16 bits, the key of `Ranges::index`.
-trait Top16: Copy + Ord {
-    fn top16(self) -> usize;
-    fn from_top16(top: usize) -> Self;
+/// Bits of the index key: 4,097 entries (16 KiB) per family. With 10,000 blocks a bucket holds
+/// a few segments; a larger index would cost memory in every VM for little gain.
+const INDEX_BITS: u32 = 12;
+
+/// An address type's top `INDEX_BITS` bits, the key of `Ranges::index`.
+trait Top: Copy + Ord {
+    fn top(self) -> usize;
+    fn from_top(top: usize) -> Self;
 }
 
-impl Top16 for u32 {
-    fn top16(self) -> usize {
-        (self >> 16) as usize
+impl Top for u32 {
+    fn top(self) -> usize {
+        (self >> (32 - INDEX_BITS)) as usize
     }
-    fn from_top16(top: usize) -> Self {
-        (top as u32) << 16
+    fn from_top(top: usize) -> Self {
+        (top as u32) << (32 - INDEX_BITS)
     }
 }
 
-impl Top16 for u128 {
-    fn top16(self) -> usize {
-        (self >> 112) as usize
+impl Top for u128 {
+    fn top(self) -> usize {
+        (self >> (128 - INDEX_BITS)) as usize
     }
-    fn from_top16(top: usize) -> Self {
-        (top as u128) << 112
+    fn from_top(top: usize) -> Self {
+        (top as u128) << (128 - INDEX_BITS)
     }
 }
 
@@ -203,17 +207,18 @@ impl Ranges<u32> {
     }
 }
 
-impl<T: Top16> Ranges<T> {
+impl<T: Top> Ranges<T> {
     /// Adds the top-16-bit index when the table is large enough to profit.
     fn indexed(mut self) -> Self {
         if self.starts.len() >= INDEX_FROM {
             // index[top] = the segment holding the first address with these top bits.
-            self.index = (0..=1usize << 16)
+            let buckets = 1usize << INDEX_BITS;
+            self.index = (0..=buckets)
                 .map(|top| {
-                    let first = if top == 1 << 16 {
+                    let first = if top == buckets {
                         self.starts.len()
                     } else {
-                        let at = T::from_top16(top);
+                        let at = T::from_top(top);
                         self.starts.partition_point(|start| *start <= at)
                     };
                     u32::try_from(first.saturating_sub(1)).unwrap_or(u32::MAX)
@@ -224,7 +229,7 @@ impl<T: Top16> Ranges<T> {
     }
 
     fn lookup(&self, bits: T) -> u32 {
-        let top = bits.top16();
+        let top = bits.top();
         let (from, to) = match (self.index.get(top), self.index.get(top + 1)) {
             (Some(&from), Some(&to)) => (from as usize, to as usize + 1),
             _ => (0, self.starts.len()),
