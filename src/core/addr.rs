@@ -31,9 +31,58 @@ pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
                 out.push(b'0' + octet % 10);
             }
         }
-        IpAddr::V6(v6) => {
-            use std::io::Write as _;
-            let _ = write!(out, "{v6}");
+        IpAddr::V6(v6) => push_ipv6(out, v6),
+    }
+}
+
+/// RFC 5952 text, as `Ipv6Addr`'s `Display` writes it (lowercase, no leading zeros, the longest
+/// run of two or more zero groups, the first of equals, as `::`; IPv4-mapped and
+/// IPv4-compatible forms as `Display` has them), without the formatting machinery.
+fn push_ipv6(out: &mut Vec<u8>, v6: std::net::Ipv6Addr) {
+    let groups = v6.segments();
+    // `Display` writes these two forms with a dotted quad; rare here, leave them to it.
+    let compatible = matches!(groups, [0, 0, 0, 0, 0, 0, g, _] if g != 0);
+    if v6.to_ipv4_mapped().is_some() || compatible {
+        use std::io::Write as _;
+        let _ = write!(out, "{v6}");
+        return;
+    }
+    // The longest run of zero groups (length >= 2), first one on ties.
+    let (mut best_start, mut best_len, mut run_start, mut run_len) = (0, 0, 0, 0);
+    for (i, group) in groups.iter().enumerate() {
+        if *group == 0 {
+            if run_len == 0 {
+                run_start = i;
+            }
+            run_len += 1;
+            if run_len > best_len {
+                best_start = run_start;
+                best_len = run_len;
+            }
+        } else {
+            run_len = 0;
+        }
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut i = 0;
+    while i < 8 {
+        if best_len >= 2 && i == best_start {
+            out.extend_from_slice(if i == 0 { b"::" } else { b":" });
+            i += best_len;
+            continue;
+        }
+        let group = groups.get(i).copied().unwrap_or_default();
+        let mut started = false;
+        for shift in [12u16, 8, 4, 0] {
+            let digit = usize::from((group >> shift) & 0xf);
+            if digit != 0 || started || shift == 0 {
+                started = true;
+                out.push(HEX.get(digit).copied().unwrap_or(b'0'));
+            }
+        }
+        i += 1;
+        if i < 8 {
+            out.push(b':');
         }
     }
 }
