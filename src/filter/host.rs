@@ -51,9 +51,20 @@ pub fn tlv(key: TlvKey) -> Option<Vec<u8>> {
 }
 
 /// Publishes a value as filter state `wasm.<name>` for access logs.
-pub fn publish(name: &str, value: &[u8]) {
+fn publish(name: &str, value: &[u8]) {
     if let Err(status) = hostcalls::set_property(vec![name], Some(value)) {
         log::debug!("trustip: set_property {name} failed: {status:?}");
+    }
+}
+
+/// Publishes a decision for access logs: `wasm.trustip.reason` always, `wasm.trustip.client_ip`
+/// when there is a client (not for an enforced rejection).
+pub fn publish_decision(reason: &str, client: Option<std::net::IpAddr>) {
+    publish("trustip.reason", reason.as_bytes());
+    if let Some(client) = client {
+        let mut text = Vec::with_capacity(40);
+        crate::core::addr::push_ip(&mut text, client);
+        publish("trustip.client_ip", &text);
     }
 }
 

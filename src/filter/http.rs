@@ -36,16 +36,11 @@ impl HttpContext for Request {
         shared.log_rejection(self.context_id, &connection);
         let decision = decide_request(policy, connection, &mut host::RequestHeaders);
         shared.metrics.request(&decision);
-        host::publish("trustip.reason", decision.reason().as_bytes());
-        match decision.client {
-            Some(client) => {
-                host::publish("trustip.client_ip", client.to_string().as_bytes());
-                Action::Continue
-            }
-            None => {
-                host::send_reject(policy.reject_status, decision.reason());
-                Action::Pause
-            }
+        host::publish_decision(decision.reason(), decision.client);
+        if decision.rejected() {
+            host::send_reject(policy.reject_status, decision.reason());
+            return Action::Pause;
         }
+        Action::Continue
     }
 }

@@ -45,18 +45,13 @@ impl StreamContext for Connection {
         );
         shared.log_rejection(self.context_id, &decision);
         shared.metrics.connection(&decision, false);
-        host::publish("trustip.reason", decision.reason().as_bytes());
-        match decision.client {
-            Some(client) => {
-                host::publish("trustip.client_ip", client.to_string().as_bytes());
-                Action::Continue
-            }
-            None => {
-                self.rejected = true;
-                host::close_downstream();
-                Action::Pause
-            }
+        host::publish_decision(decision.reason(), decision.client);
+        if decision.rejected() {
+            self.rejected = true;
+            host::close_downstream();
+            return Action::Pause;
         }
+        Action::Continue
     }
 
     fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
