@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import random
 import socket
 import time
 
+# Ports are handed out from below the kernel's ephemeral range (ip_local_port_range, 32768-60999
+# by default): a port the kernel picked (bind to 0) could be taken by some client connection's
+# local port in the moment before Envoy or HAProxy binds it, which made the suite fail now and
+# then with "Address already in use". Here nothing else takes them; a counter from a random start
+# keeps one run from reusing a port it gave out.
+_PORT_LOW, _PORT_HIGH = 21000, 32000
+_next_port = random.Random(os.getpid()).randrange(_PORT_LOW, _PORT_HIGH)
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free now on `host` (good enough on a test machine: the
-    processes that get it bind it within a second)."""
+    """A port free now on `host`, outside the ephemeral range, not handed out before."""
+    global _next_port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    for _ in range(_PORT_HIGH - _PORT_LOW):
+        port = _next_port
+        _next_port = port + 1 if port + 1 < _PORT_HIGH else _PORT_LOW
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} in {_PORT_LOW}-{_PORT_HIGH}")
 
 
 def free_port_pair() -> int:
