@@ -62,6 +62,10 @@ class Listener:
     http_role: bool = True
     tcp_proxy: bool = False  # network filters end in tcp_proxy instead of the HCM
     skip_xff_append: bool = True  # what trustip's deployments use; False shows Envoy's habit
+    use_remote_address: bool = True  # False: the HCM takes the downstream address from XFF
+    # What set_filter_state records: D alone (P then comes from source.address), or
+    # "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%" (D and P in one value).
+    direct_peer_format: str = "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%"
     plugin: dict | str | None = field(default_factory=dict)
     network_plugin: dict | str | None = None
     http_root_id: str = "trustip-http"
@@ -133,7 +137,7 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
                             "object_key": spec.direct_peer_key,
                             "factory_key": "envoy.string",
                             "format_string": {
-                                "text_format_source": {"inline_string": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%"}
+                                "text_format_source": {"inline_string": spec.direct_peer_format}
                             },
                         }
                     ],
@@ -183,7 +187,7 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
             "stat_prefix": f"http_{spec.name}",
             # The filter owns X-Forwarded-For: Envoy must use the (PROXY-derived) peer address
             # but not append it to XFF itself.
-            "use_remote_address": True,
+            "use_remote_address": spec.use_remote_address,
             "skip_xff_append": spec.skip_xff_append,
             "route_config": {
                 "virtual_hosts": [
