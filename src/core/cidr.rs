@@ -58,14 +58,6 @@ fn host_mask(prefix: u8, width: u8) -> u128 {
 }
 
 impl Cidr {
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
     /// The first and last address of the block, as integers of the family's width.
     fn range(&self) -> (u128, u128) {
         let mask = host_mask(self.prefix, max_prefix(self.addr));
@@ -245,10 +237,6 @@ impl<T: Top> Ranges<T> {
             .copied()
             .unwrap_or(NONE)
     }
-
-    fn len(&self) -> usize {
-        self.starts.len()
-    }
 }
 
 impl Ranges<u128> {
@@ -349,11 +337,6 @@ impl CidrTable {
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.lookup(ip).is_some()
-    }
-
-    /// Number of disjoint ranges held (for memory accounting in benchmarks).
-    pub fn range_count(&self) -> usize {
-        self.v4.len() + self.v6.len()
     }
 }
 

@@ -329,13 +329,7 @@ class Envoy:
             self._stderr.close()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        net.terminate(self.process)
         if self in LIVE:
             LIVE.remove(self)
         if hasattr(self, "_stderr") and not self._stderr.closed:

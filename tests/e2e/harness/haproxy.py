@@ -71,13 +71,7 @@ class HAProxy:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        net.terminate(self.process)
         if hasattr(self, "_out"):
             self._out.close()
 

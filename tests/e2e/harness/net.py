@@ -1,4 +1,4 @@
-"""Loopback ports and listening checks."""
+"""Loopback ports, listening checks, and stopping the servers the suite starts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import ipaddress
 import os
 import random
 import socket
+import subprocess
 import time
 
 # Ports are handed out from below the kernel's ephemeral range (ip_local_port_range, 32768-60999
@@ -85,3 +86,14 @@ def wait_listening(host: str, port: int, timeout: float = 10.0, alive=lambda: Tr
             raise RuntimeError(f"process died before listening on {host}:{port}")
         time.sleep(0.02)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def terminate(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """Stops a server process: SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
