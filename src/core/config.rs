@@ -190,22 +190,11 @@ impl Default for RawHeaders {
     }
 }
 
-pub const DEFAULT_DIRECT_PEER_KEY: &str = "trustip.direct_peer";
 pub const DEFAULT_MAX_ENTRIES: usize = 32;
 /// Upper bound on `xff.max_entries`: a walk never examines more elements than this.
 pub const MAX_MAX_ENTRIES: u64 = 1024;
 pub const DEFAULT_REJECT_STATUS: u16 = 403;
-pub const DEFAULT_SET: &[&str] = &["x-envoy-external-address"];
-pub const DEFAULT_STRIP: &[&str] = &[
-    "x-real-ip",
-    "true-client-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "forwarded",
-    "x-original-forwarded-for",
-];
+pub use crate::core::names::{DEFAULT_DIRECT_PEER_KEY, DEFAULT_SET, DEFAULT_STRIP};
 
 // ---------------------------------------------------------------------------------------
 // The compiled policy.
@@ -789,7 +778,7 @@ mod tests {
             assert_eq!(policy.headers.x_forwarded_for, XffMode::Overwrite);
             assert_eq!(policy.headers.forwarded, ForwardedMode::None);
             assert_eq!(policy.headers.set, vec!["x-envoy-external-address"]);
-            assert_eq!(policy.headers.strip.len(), 8);
+            assert_eq!(policy.headers.strip, DEFAULT_STRIP);
             assert_eq!(policy.reject_status, 403);
         }
     }

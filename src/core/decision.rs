@@ -122,8 +122,104 @@ impl RejectReason {
         }
     }
 
+    pub fn reject_counter_name(self) -> &'static str {
+        match self {
+            RejectReason::UntrustedProxy => "reject_untrusted_proxy",
+            RejectReason::MissingProxy => "reject_missing_proxy",
+            RejectReason::Tlv => "reject_tlv",
+            RejectReason::Denied => "reject_denied",
+            RejectReason::NoDirectPeer => "reject_no_direct_peer",
+        }
+    }
+
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// Every counter trustip keeps, per role: `trustip.<role>.<name>` (see [`crate::core::names`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    AcceptProxy,
+    AcceptDirect,
+    /// HTTP only: the X-Forwarded-For walk moved the client past C.
+    AcceptXff,
+    Reject(RejectReason),
+    Shadow(RejectReason),
+    ProxyIgnored,
+    /// HTTP only: incoming client headers removed by the strip step.
+    HeadersStripped,
+    /// HTTP only.
+    XffMalformed,
+    /// HTTP only.
+    XffTruncated,
+}
+
+impl Counter {
+    /// Number of distinct counters: the length of a table indexed by [`Counter::index`].
+    pub const COUNT: usize = 7 + 2 * RejectReason::ALL.len();
+
+    /// Every counter, in index order.
+    pub fn all() -> impl Iterator<Item = Counter> {
+        [
+            Counter::AcceptProxy,
+            Counter::AcceptDirect,
+            Counter::AcceptXff,
+        ]
+        .into_iter()
+        .chain(RejectReason::ALL.map(Counter::Reject))
+        .chain(RejectReason::ALL.map(Counter::Shadow))
+        .chain([
+            Counter::ProxyIgnored,
+            Counter::HeadersStripped,
+            Counter::XffMalformed,
+            Counter::XffTruncated,
+        ])
+    }
+
+    /// The counters a role defines (the network role has no headers to walk or strip).
+    pub fn for_role(role: Role) -> impl Iterator<Item = Counter> {
+        Counter::all().filter(move |c| role == Role::Http || !c.http_only())
+    }
+
+    pub fn http_only(self) -> bool {
+        matches!(
+            self,
+            Counter::AcceptXff
+                | Counter::HeadersStripped
+                | Counter::XffMalformed
+                | Counter::XffTruncated
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::AcceptProxy => "accept_proxy",
+            Counter::AcceptDirect => "accept_direct",
+            Counter::AcceptXff => "accept_xff",
+            Counter::Reject(reason) => reason.reject_counter_name(),
+            Counter::Shadow(reason) => reason.shadow_name(),
+            Counter::ProxyIgnored => "proxy_ignored",
+            Counter::HeadersStripped => "headers_stripped",
+            Counter::XffMalformed => "xff_malformed",
+            Counter::XffTruncated => "xff_truncated",
+        }
+    }
+
+    /// Position in [`Counter::all`].
+    pub fn index(self) -> usize {
+        let reasons = RejectReason::ALL.len();
+        match self {
+            Counter::AcceptProxy => 0,
+            Counter::AcceptDirect => 1,
+            Counter::AcceptXff => 2,
+            Counter::Reject(reason) => 3 + reason.index(),
+            Counter::Shadow(reason) => 3 + reasons + reason.index(),
+            Counter::ProxyIgnored => 3 + 2 * reasons,
+            Counter::HeadersStripped => 4 + 2 * reasons,
+            Counter::XffMalformed => 5 + 2 * reasons,
+            Counter::XffTruncated => 6 + 2 * reasons,
+        }
     }
 }
 

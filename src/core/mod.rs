@@ -7,6 +7,7 @@ pub mod cidr;
 pub mod config;
 pub mod decision;
 pub mod headers;
+pub mod names;
 pub mod tlv;
 pub mod xff;
 

@@ -1,0 +1,66 @@
+//! Every name that code, rendered configurations, samples and tests share, defined once.
+//!
+//! The Rust code uses these constants; the Python tests read them from `trustip names`
+//! (one JSON object), so a renamed root id, filter-state key or counter cannot drift apart.
+
+use crate::core::decision::{Counter, Role};
+
+/// The wasm network filter's root_id (`envoy.filters.network.wasm`).
+pub const NETWORK_ROOT_ID: &str = "trustip-network";
+/// The wasm HTTP filter's root_id (`envoy.filters.http.wasm`).
+pub const HTTP_ROOT_ID: &str = "trustip-http";
+/// The wasm VM id each role gets in rendered configurations: one VM per role, so that a
+/// misconfigured filter of one role can never take the other role's VM down with it.
+pub const NETWORK_VM_ID: &str = "trustip-network";
+pub const HTTP_VM_ID: &str = "trustip-http";
+
+/// The filter-state object holding the direct peer D (and P after a space), written by
+/// `envoy.filters.network.set_filter_state` on new connections.
+pub const DEFAULT_DIRECT_PEER_KEY: &str = "trustip.direct_peer";
+/// The set_filter_state format string for [`DEFAULT_DIRECT_PEER_KEY`]: D and P in one host call, P
+/// captured before the HTTP connection manager could derive an address from X-Forwarded-For.
+pub const DIRECT_PEER_FORMAT: &str =
+    "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%";
+
+/// Where Envoy's proxy_protocol listener filter stores TLVs with `tlv_location: FILTER_STATE`.
+pub const TLV_FILTER_STATE: &str = "envoy.network.proxy_protocol.tlv";
+/// The proxy_protocol listener filter's dynamic-metadata namespace (default `tlv_location`).
+pub const PROXY_PROTOCOL_METADATA: &str = "envoy.filters.listener.proxy_protocol";
+
+/// The decision, published by the wasm build with `set_property` (names as trustip writes them).
+pub const CLIENT_IP_PROPERTY: &str = "trustip.client_ip";
+pub const REASON_PROPERTY: &str = "trustip.reason";
+/// Envoy prefixes wasm-set properties with `wasm.`: the keys an access log reads.
+pub const WASM_FILTER_STATE_PREFIX: &str = "wasm.";
+
+/// The header of a local reply that rejects a request: its value is the reason.
+pub const REJECT_HEADER: &str = "x-trustip-reject";
+
+/// Counter names: `trustip.<role>.<outcome>`. Envoy shows wasm counters as
+/// `wasmcustom.<name>` in `/stats`.
+pub const METRIC_PREFIX: &str = "trustip";
+pub const WASM_STATS_PREFIX: &str = "wasmcustom.";
+
+/// Headers written with R by default (`headers.set`).
+pub const DEFAULT_SET: &[&str] = &["x-envoy-external-address"];
+/// Client headers only a trusted proxy may send (`headers.strip`): the ones the common
+/// frameworks and proxies read as the client address.
+pub const DEFAULT_STRIP: &[&str] = &[
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "forwarded",
+    "x-original-forwarded-for",
+    "client-ip",
+    "x-originating-ip",
+    "forwarded-for",
+    "x-forwarded",
+];
+
+/// `trustip.<role>.<counter>`.
+pub fn metric_name(role: Role, counter: Counter) -> String {
+    format!("{METRIC_PREFIX}.{}.{}", role.name(), counter.name())
+}
