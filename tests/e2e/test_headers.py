@@ -25,6 +25,10 @@ DEFAULT_STRIP = [
     "fastly-client-ip",
     "forwarded",
     "x-original-forwarded-for",
+    "client-ip",
+    "x-originating-ip",
+    "forwarded-for",
+    "x-forwarded",
 ]
 
 

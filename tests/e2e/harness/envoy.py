@@ -77,6 +77,9 @@ class Listener:
     # as IPv4-mapped IPv6 peers (D = [::ffff:127.0.0.66]:port).
     dual_stack: bool = False
     port: int = 0  # chosen by the harness when 0
+    # The HCM's headers_with_underscores_action: what rendered configs and samples set, so that
+    # look-alikes such as x_real_ip never reach the upstream (None: Envoy's default, ALLOW).
+    headers_with_underscores_action: str | None = "DROP_HEADER"
 
 
 def _plugin_json(plugin: dict | str) -> str:
@@ -200,6 +203,10 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
             },
             "http_filters": http_filters,
         }
+        if spec.headers_with_underscores_action:
+            hcm["common_http_protocol_options"] = {
+                "headers_with_underscores_action": spec.headers_with_underscores_action
+            }
         if spec.access_log:
             hcm["access_log"] = [_file_log(spec.access_log, ACCESS_LOG_FORMAT)]
         network_filters.append({"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm})
