@@ -3,6 +3,7 @@
 
 mod error;
 mod explain;
+mod hostport;
 mod policy_file;
 mod probe;
 mod render;

@@ -124,11 +124,31 @@ def test_render_usage_errors(cli, good_policy, args, needle):  # noqa: F811
 
 
 @pytest.mark.parametrize(
+    "flag,value,suggestion",
+    [
+        ("--upstream", "::1:80", "[::1]:80"),
+        ("--upstream", "2001:db8::7:8080", "[2001:db8::7]:8080"),
+        ("--admin", "::1:9901", "[::1]:9901"),
+        ("--listen", "::1:10000", "[::1]:10000"),
+    ],
+    ids=["upstream", "upstream-long", "admin", "listen"],
+)
+def test_render_refuses_unbracketed_ipv6(cli, good_policy, flag, value, suggestion):  # noqa: F811
+    """`::1:80` is ambiguous (the address ::1:80, or ::1 port 80?): every HOST:PORT flag refuses
+    it, as `probe` does, and names the bracketed spelling."""
+    run = cli.run("render", "--config", good_policy, "--target", "envoy", flag, value, expect=2)
+    line = one_line(run.err)
+    assert line.startswith(f'trustip: {flag} "{value}": ') and f"(did you mean {suggestion}?)" in line, run
+    assert run.out == ""
+    cli.run("render", "--config", good_policy, "--target", "envoy", flag, suggestion, expect=0)
+
+
+@pytest.mark.parametrize(
     "args,needle",
     [
         (["127.0.0.1"], "HOST:PORT"),
         (["127.0.0.1:0"], "HOST:PORT"),
-        (["::1:80"], "HOST:PORT"),
+        (["::1:80"], "(did you mean [::1]:80?)"),
         (["127.0.0.1:80", "--path", "headers"], "--path"),
         (["127.0.0.1:80", "--timeout", "0"], "--timeout"),
         (["127.0.0.1:80", "--host", "a b"], "--host"),

@@ -5,13 +5,13 @@ mod compose;
 mod envoy;
 mod istio;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use trustip::core::config::Policy;
 use trustip::core::tlv::TlvEncoding;
 
 use crate::error::CliError;
+use crate::hostport::{parse_host_port, parse_socket_addr};
 use crate::policy_file::PolicyFile;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,31 +69,6 @@ pub struct RenderArgs {
 
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/trustip.wasm";
 
-/// `ADDR:PORT` with a literal IP.
-pub fn socket(flag: &str, text: &str) -> Result<SocketAddr, CliError> {
-    text.parse().map_err(|_| {
-        CliError::Usage(format!(
-            "{flag} {text:?}: expected IP:PORT (0.0.0.0:10000, [::]:10000)"
-        ))
-    })
-}
-
-/// `HOST:PORT` where HOST may be a name.
-pub fn host_port(flag: &str, text: &str) -> Result<(String, u16), CliError> {
-    let bad = || CliError::Usage(format!("{flag} {text:?}: expected HOST:PORT"));
-    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let valid = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b));
-    if !valid || port == 0 {
-        return Err(bad());
-    }
-    Ok((host.to_string(), port))
-}
-
 /// A JSON string literal, also a valid YAML double-quoted scalar.
 pub fn quoted(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
@@ -136,9 +111,9 @@ pub fn run(args: &RenderArgs) -> Result<u8, CliError> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_WASM));
             let options = envoy::Options {
-                listen: socket("--listen", &args.listen)?,
-                admin: socket("--admin", &args.admin)?,
-                upstream: host_port("--upstream", &args.upstream)?,
+                listen: parse_socket_addr("--listen", &args.listen)?,
+                admin: parse_socket_addr("--admin", &args.admin)?,
+                upstream: parse_host_port("--upstream", &args.upstream)?.into_parts(),
                 wasm: wasm.display().to_string(),
                 strict_proxy: args.strict_proxy,
             };
