@@ -1,5 +1,5 @@
-//! Native micro-benchmark of the core decision: `decide_connection` + `decide_request`, the
-//! work the HTTP role does per request between reading its inputs and writing its headers.
+//! Native micro-benchmark of the core decision: `evaluate` for the HTTP role, the work the
+//! filter does per request between reading its inputs and writing its headers.
 //! Run: `cargo bench --bench decision` (criterion). Host calls are not part of this figure.
 //! `xffN`: N entries, every one but the leftmost trusted, so the walk examines all N (worst case).
 //! `xff32_client_3rd_from_right`: 32 entries of which the walk examines 3 (the usual case: the
@@ -11,26 +11,30 @@ use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use trustip::core::addr::Peer;
 use trustip::core::config::Policy;
-use trustip::core::decision::{decide_connection, decide_request, Observed, Role};
-use trustip::core::headers::HeaderAccess;
+use trustip::core::decision::Role;
 use trustip::core::tlv::TlvKey;
+use trustip::core::verdict::{evaluate, Host};
 
-/// Stands in for Envoy's header map: X-Forwarded-For is present, writes are dropped.
-struct Headers<'a> {
+/// Stands in for Envoy: D and P in one filter-state value, X-Forwarded-For present, the TLV.
+struct Envoy<'a> {
+    peers: &'a [u8],
     xff: &'a [u8],
+    tlv: &'a [u8],
 }
 
-impl HeaderAccess for Headers<'_> {
-    fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+impl Host for Envoy<'_> {
+    fn direct_peer(&mut self, _key: &str) -> Option<Vec<u8>> {
+        Some(self.peers.to_vec())
+    }
+    fn source(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
         (name == "x-forwarded-for").then(|| self.xff.to_vec())
     }
-    fn set(&mut self, _name: &str, value: &[u8]) {
-        black_box(value);
-    }
-    fn remove(&mut self, name: &str) {
-        black_box(name);
+    fn tlv(&mut self, _key: TlvKey) -> Option<Vec<u8>> {
+        Some(self.tlv.to_vec())
     }
 }
 
@@ -140,10 +144,7 @@ fn bench(c: &mut Criterion) {
             } else {
                 ("127.0.0.5:40000", "10.0.0.1:5555")
             };
-            let direct = Peer::parse(direct.as_bytes())
-                .map(Observed::Present)
-                .unwrap_or(Observed::Absent);
-            let source = Peer::parse(source.as_bytes());
+            let peers = format!("{direct} {source}");
             let cases = [
                 ("xff1", xff(1, v6)),
                 ("xff8", xff(8, v6)),
@@ -157,13 +158,12 @@ fn bench(c: &mut Criterion) {
                 );
                 group.bench_with_input(id, &header, |b, header| {
                     b.iter(|| {
-                        let mut tlvs = |_: TlvKey| Some(tlv.clone());
-                        let connection =
-                            decide_connection(policy, Role::Http, direct, source, &mut tlvs);
-                        let mut headers = Headers {
+                        let mut host = Envoy {
+                            peers: peers.as_bytes(),
                             xff: header.as_bytes(),
+                            tlv: &tlv,
                         };
-                        black_box(decide_request(policy, connection, &mut headers))
+                        black_box(evaluate(policy, Role::Http, &mut host))
                     })
                 });
             }

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 use trustip::core::addr::Peer;
 use trustip::core::config::{Mode, Policy};
-use trustip::core::decision::{
-    decide_connection, decide_request, ConnectionDecision, Observed, Role, Via,
-};
-use trustip::core::headers::{HeaderAccess, HeaderList};
+use trustip::core::decision::{Role, Via};
+use trustip::core::headers::{HeaderList, HeaderOp};
+use trustip::core::inputs::Inputs;
+use trustip::core::names;
 use trustip::core::tlv::{encode, TlvEncoding, TlvKey};
+use trustip::core::verdict::{evaluate, Action, Verdict};
 use trustip::core::xff::WalkEnd;
 
 use crate::error::CliError;
@@ -125,19 +126,15 @@ fn parse_headers(args: &[String]) -> Result<HeaderList, CliError> {
     Ok(headers)
 }
 
-/// Everything `explain` reports, computed by the filter's own functions.
-struct Explanation {
-    role: Role,
-    connection: ConnectionDecision,
-    client: Option<String>,
-    chain: Vec<String>,
-    walk_end: Option<WalkEnd>,
-    reason: &'static str,
+/// Everything `explain` reports: the filter's own verdict on these inputs, and the headers
+/// the upstream would see once the verdict's plan is carried out.
+struct Explanation<'p> {
+    verdict: Verdict<'p>,
     headers: BTreeMap<String, Option<String>>,
     changes: BTreeMap<String, &'static str>,
 }
 
-fn explain(policy: &Policy, args: &ExplainArgs) -> Result<Explanation, CliError> {
+fn explain<'p>(policy: &'p Policy, args: &ExplainArgs) -> Result<Explanation<'p>, CliError> {
     let direct = parse_peer("--peer", &args.peer)?;
     let source = match &args.proxy {
         Some(text) => parse_peer("--proxy", text)?,
@@ -148,50 +145,35 @@ fn explain(policy: &Policy, args: &ExplainArgs) -> Result<Explanation, CliError>
             "--tlv needs --proxy: TLVs travel in a PROXY header".to_string(),
         ));
     }
-    let tlvs = parse_tlvs(&args.tlvs, policy.tlv_encoding)?;
-    let mut tlv_source = |key: TlvKey| tlvs.get(key.index()).cloned().flatten();
     let role = match args.role {
         RoleArg::Http => Role::Http,
         RoleArg::Network => Role::Network,
     };
-    let connection = decide_connection(
-        policy,
-        role,
-        Observed::Present(direct),
-        Some(source),
-        &mut tlv_source,
-    );
-    if role == Role::Network {
-        return Ok(Explanation {
-            role,
-            reason: connection.reason(),
-            client: connection.client.map(|c| c.to_string()),
-            chain: Vec::new(),
-            walk_end: None,
-            connection,
-            headers: BTreeMap::new(),
-            changes: BTreeMap::new(),
-        });
+    // What Envoy hands the filter with the rendered configuration: D and P in one
+    // filter-state value, the TLVs as the proxy_protocol filter stores them, the headers.
+    let mut inputs = Inputs::with_peers(&direct.to_string(), &source.to_string());
+    inputs.tlvs = parse_tlvs(&args.tlvs, policy.tlv_encoding)?;
+    if role == Role::Http {
+        inputs.headers = parse_headers(&args.headers)?;
     }
+    let incoming = inputs.headers.clone();
+    let verdict = evaluate(policy, role, &mut inputs);
 
-    let incoming = parse_headers(&args.headers)?;
-    let mut headers = incoming.clone();
-    let decision = decide_request(policy, connection, &mut headers);
-    let mut before = incoming.clone();
-    let mut after = headers.clone();
+    let mut after = incoming.clone();
+    after.apply(&verdict.headers);
     let mut names: Vec<String> = incoming
         .entries()
         .iter()
-        .chain(headers.entries())
+        .chain(after.entries())
         .map(|(name, _)| name.clone())
         .collect();
     names.sort();
     names.dedup();
     let mut final_headers = BTreeMap::new();
     let mut changes = BTreeMap::new();
-    if !decision.rejected() {
+    if role == Role::Http && verdict.action == Action::Continue {
         for name in names {
-            let old = before.get(&name);
+            let old = incoming.get(&name);
             let new = after.get(&name);
             let change = match (&old, &new) {
                 (None, Some(_)) => "set",
@@ -204,15 +186,34 @@ fn explain(policy: &Policy, args: &ExplainArgs) -> Result<Explanation, CliError>
         }
     }
     Ok(Explanation {
-        role,
-        reason: decision.reason(),
-        client: decision.client.map(|c| c.to_string()),
-        chain: decision.chain.iter().map(|ip| ip.to_string()).collect(),
-        walk_end: Some(decision.walk_end),
-        connection: decision.connection,
+        verdict,
         headers: final_headers,
         changes,
     })
+}
+
+fn plan_lines(verdict: &Verdict) -> Vec<String> {
+    verdict
+        .headers
+        .iter()
+        .map(|op| match op {
+            HeaderOp::Set(name, value) => format!("set {name}: {}", String::from_utf8_lossy(value)),
+            HeaderOp::Remove(name) => format!("remove {name}"),
+        })
+        .collect()
+}
+
+fn action_text(policy: &Policy, verdict: &Verdict) -> String {
+    match verdict.action {
+        Action::Continue => "continue".to_string(),
+        Action::Close => "close the connection".to_string(),
+        Action::Respond { status } => format!(
+            "answer {status} with {}: {} (reject_status {})",
+            names::REJECT_HEADER,
+            verdict.reason(),
+            policy.reject_status
+        ),
+    }
 }
 
 fn walk_name(end: WalkEnd) -> &'static str {
@@ -233,16 +234,18 @@ fn rule_text(policy: &Policy, rule: Option<usize>) -> String {
 }
 
 fn to_json(policy: &Policy, e: &Explanation) -> Value {
-    let c = &e.connection;
-    let rejected = c.rejected();
+    let v = &e.verdict;
+    let c = &v.connection;
+    let rejected = v.action != Action::Continue;
     let tlvs: BTreeMap<&str, &str> = TlvKey::ALL
         .iter()
-        .filter_map(|k| c.tlv(*k).map(|v| (k.name(), v)))
+        .filter_map(|k| c.tlv(*k).map(|value| (k.name(), value)))
         .collect();
+    let counters: BTreeMap<String, u32> = v.counter_names().into_iter().collect();
     json!({
         "action": if rejected { "reject" } else { "accept" },
-        "reason": e.reason,
-        "role": e.role.name(),
+        "reason": v.reason(),
+        "role": v.role.name(),
         "mode": match c.mode { Mode::Enforce => "enforce", Mode::Shadow => "shadow" },
         "shadow_rejection": c.shadow_rejection().map(|r| r.name()),
         "detail": c.rejection.as_ref().and_then(|r| r.detail.clone()),
@@ -253,20 +256,29 @@ fn to_json(policy: &Policy, e: &Explanation) -> Value {
         "proxy_used": c.proxy_present,
         "proxy_ignored": c.proxy_ignored,
         "connection_client": c.client.map(|ip| ip.to_string()),
-        "client_ip": e.client,
-        "chain": e.chain,
-        "xff_walk": e.walk_end.map(walk_name),
+        "client_ip": v.client.map(|ip| ip.to_string()),
+        "chain": v.request.as_ref().map(|r| r.chain.iter().map(|ip| ip.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+        "xff_walk": v.request.as_ref().map(|r| walk_name(r.walk_end)),
         "tlvs": tlvs,
-        "status": match (rejected, e.role) { (true, Role::Http) => Some(policy.reject_status), _ => None },
+        "status": match v.action { Action::Respond { status } => Some(status), _ => None },
+        "verdict": action_text(policy, v),
+        "plan": plan_lines(v),
+        "log": v.log_line(0),
+        "counters": counters,
         "headers": e.headers,
     })
 }
 
 fn print_text(policy: &Policy, e: &Explanation) {
-    let c = &e.connection;
-    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
-    let action = if c.rejected() { "REJECT" } else { "ACCEPT" };
-    println!("{action} ({})", e.reason);
+    let v = &e.verdict;
+    let c = &v.connection;
+    let dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
+    let rejected = v.action != Action::Continue;
+    println!(
+        "{} ({})",
+        if rejected { "REJECT" } else { "ACCEPT" },
+        v.reason()
+    );
     if let Some(reason) = c.shadow_rejection() {
         println!(
             "  shadow mode: this would be rejected ({}) in enforce mode; it proceeds with C = D",
@@ -308,31 +320,52 @@ fn print_text(policy: &Policy, e: &Explanation) {
             println!("  tlv:        {} = {value}", key.name());
         }
     }
-    if e.role == Role::Network {
-        if c.rejected() {
-            println!("  network role: the connection is closed before any byte reaches HTTP");
+    if v.role == Role::Http {
+        println!("  client R:   {}", dash(v.client.map(|ip| ip.to_string())));
+        if let Some(request) = &v.request {
+            println!("  xff walk:   {}", walk_name(request.walk_end));
+            println!(
+                "  chain:      {}",
+                request
+                    .chain
+                    .iter()
+                    .map(|ip| ip.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
-        return;
     }
-    println!("  client R:   {}", dash(e.client.clone()));
-    if let Some(end) = e.walk_end {
-        println!("  xff walk:   {}", walk_name(end));
+    println!("  verdict:    {}", action_text(policy, v));
+    for line in plan_lines(v) {
+        println!("    {line}");
     }
-    if c.rejected() {
-        println!(
-            "  http role:  answered {} locally; nothing reaches the upstream",
-            policy.reject_status
-        );
-        return;
+    if let Some(line) = v.log_line(0) {
+        println!("  log:        {line}");
     }
-    println!("  chain:      {}", e.chain.join(", "));
-    println!("  upstream sees:");
-    for (name, value) in &e.headers {
-        let change = e.changes.get(name).copied().unwrap_or("unchanged");
-        match value {
-            Some(value) => println!("    {name}: {value}   [{change}]"),
-            None => println!("    {name}   [{change}]"),
+    let counters: Vec<String> = v
+        .counter_names()
+        .into_iter()
+        .map(|(name, by)| format!("{}{name} +{by}", names::WASM_STATS_PREFIX))
+        .collect();
+    println!("  counters:   {}", counters.join(", "));
+    match (v.role, v.action) {
+        (Role::Network, Action::Close) => {
+            println!("  network role: the connection is closed before any byte reaches HTTP")
         }
+        (Role::Http, Action::Respond { status }) => {
+            println!("  http role:  answered {status} locally; nothing reaches the upstream")
+        }
+        (Role::Http, _) => {
+            println!("  upstream sees:");
+            for (name, value) in &e.headers {
+                let change = e.changes.get(name).copied().unwrap_or("unchanged");
+                match value {
+                    Some(value) => println!("    {name}: {value}   [{change}]"),
+                    None => println!("    {name}   [{change}]"),
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -344,10 +377,10 @@ pub fn run(args: &ExplainArgs) -> Result<u8, CliError> {
     } else {
         print_text(&file.policy, &explanation);
     }
-    Ok(if explanation.connection.rejected() {
-        1
-    } else {
+    Ok(if explanation.verdict.action == Action::Continue {
         0
+    } else {
+        1
     })
 }
 

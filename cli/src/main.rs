@@ -4,6 +4,7 @@
 mod error;
 mod explain;
 mod hostport;
+mod names;
 mod policy_file;
 mod probe;
 mod render;
@@ -28,6 +29,9 @@ enum Command {
     /// Print deployment configuration (Envoy bootstrap, Istio resources, docker-compose stack)
     /// built from a policy.
     Render(render::RenderArgs),
+    /// Print the names trustip shares with Envoy configurations (root ids, filter-state keys,
+    /// counter names, default header lists) as JSON.
+    Names(names::NamesArgs),
     /// Diagnose a live listener from outside: does it expect PROXY, and can clients spoof?
     Probe(probe::ProbeArgs),
 }
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Probe(args) => probe::run(&args),
+        Command::Names(args) => Ok(names::run(&args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

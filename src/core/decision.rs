@@ -1,13 +1,13 @@
-//! The trust decision. [`decide_connection`] judges the direct peer D, the PROXY-derived
-//! source P and the TLVs against the rules (both roles); [`decide_request`] then walks
-//! X-Forwarded-For and rewrites the client-IP headers (HTTP role). The command-line tools call
-//! the same two functions.
+//! The trust decision's two steps. [`decide_connection`] judges the direct peer D, the
+//! PROXY-derived source P and the TLVs against the rules (both roles); [`decide_request`] then
+//! walks X-Forwarded-For and plans the client-IP headers (HTTP role). Callers go through
+//! [`crate::core::verdict::evaluate`], which runs both and says what the glue must do.
 
 use std::net::IpAddr;
 
 use crate::core::addr::Peer;
 use crate::core::config::{quoted, IfMissing, Mode, Policy, ProxyProtocol};
-use crate::core::headers::{apply_headers, HeaderAccess};
+use crate::core::headers::{plan_headers, HeaderView};
 use crate::core::tlv::{decode_stored, TlvEncoding, TlvKey};
 use crate::core::xff::{walk, Walk, WalkEnd};
 
@@ -467,12 +467,12 @@ impl RequestDecision {
 
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// Walks X-Forwarded-For from the connection client and rewrites the request headers.
-/// Reads X-Forwarded-For only when the walk or the append mode needs it.
-pub fn decide_request(
-    policy: &Policy,
+/// Walks X-Forwarded-For from the connection client and plans the request-header changes into
+/// `view`. Reads X-Forwarded-For only when the walk or the append mode needs it.
+pub fn decide_request<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
+    policy: &'p Policy,
     connection: ConnectionDecision,
-    headers: &mut impl HeaderAccess,
+    view: &mut HeaderView<'p, R>,
 ) -> RequestDecision {
     let Some(c) = connection.client else {
         return RequestDecision {
@@ -487,7 +487,7 @@ pub fn decide_request(
     let needs_incoming =
         trusted || policy.headers.x_forwarded_for == crate::core::config::XffMode::Append;
     let incoming = if needs_incoming {
-        headers.get(X_FORWARDED_FOR)
+        view.incoming(X_FORWARDED_FOR).map(<[u8]>::to_vec)
     } else {
         None
     };
@@ -501,13 +501,13 @@ pub fn decide_request(
         (None, true) => Walk::none(c, WalkEnd::AllTrusted),
         (_, false) => Walk::none(c, WalkEnd::NotTrusted),
     };
-    let stripped = apply_headers(
+    let stripped = plan_headers(
         policy,
         &connection,
         trusted,
         &outcome,
         incoming.as_deref(),
-        headers,
+        view,
     );
     RequestDecision {
         connection,
@@ -520,4 +520,4 @@ pub fn decide_request(
 
 #[cfg(test)]
 #[path = "decision_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -231,8 +231,22 @@ fn request(
     for (name, value) in incoming {
         headers.append(name, value);
     }
-    let decision = decide_request(policy, conn, &mut headers);
+    let decision = plan_and_apply(policy, conn, &mut headers);
     (decision, headers)
+}
+
+/// Plans the request's header changes from `headers` and applies them, as the glue does.
+pub(crate) fn plan_and_apply(
+    policy: &Policy,
+    connection: ConnectionDecision,
+    headers: &mut HeaderList,
+) -> RequestDecision {
+    let incoming = headers.clone();
+    let mut view = HeaderView::new(|name: &str| incoming.get(name));
+    let decision = decide_request(policy, connection, &mut view);
+    let ops = view.ops;
+    headers.apply(&ops);
+    decision
 }
 
 fn header(headers: &mut HeaderList, name: &str) -> Option<String> {
@@ -414,7 +428,7 @@ fn tlv_headers_come_only_from_used_proxy_information() {
     );
     let mut headers = HeaderList::new();
     headers.append("x-proxy-authority", b"evil");
-    decide_request(&policy, conn, &mut headers);
+    plan_and_apply(&policy, conn, &mut headers);
     assert_eq!(
         header(&mut headers, "x-proxy-authority").as_deref(),
         Some("api.example.com")

@@ -1,5 +1,6 @@
 //! The client-IP headers the upstream sees: strip, X-Forwarded-For, RFC 7239 `Forwarded`, the
-//! `set` headers and the TLV headers, applied in that order through [`HeaderAccess`].
+//! `set` headers and the TLV headers, planned in that order as a list of [`HeaderOp`]s that the
+//! glue carries out.
 
 use std::net::IpAddr;
 
@@ -10,13 +11,61 @@ use crate::core::xff::Walk;
 
 pub const FORWARDED: &str = "forwarded";
 
-/// The request headers as the host holds them. Names are lowercase.
-pub trait HeaderAccess {
-    /// The value (all of it, as bytes), or `None` when absent.
-    fn get(&mut self, name: &str) -> Option<Vec<u8>>;
-    /// Replaces every value of `name` with `value`.
-    fn set(&mut self, name: &str, value: &[u8]);
-    fn remove(&mut self, name: &str);
+/// One change to the request headers. Names are lowercase and borrowed from the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderOp<'p> {
+    /// Remove every value of the header.
+    Remove(&'p str),
+    /// Replace every value of the header with this one.
+    Set(&'p str, Vec<u8>),
+}
+
+impl HeaderOp<'_> {
+    pub fn name(&self) -> &str {
+        match self {
+            HeaderOp::Remove(name) | HeaderOp::Set(name, _) => name,
+        }
+    }
+}
+
+/// Reads request headers for the plan: each name is read from the host at most once, and a
+/// read sees the changes already planned (a stripped header reads as absent).
+pub struct HeaderView<'p, R: FnMut(&str) -> Option<Vec<u8>>> {
+    read: R,
+    seen: Vec<(&'p str, Option<Vec<u8>>)>,
+    pub ops: Vec<HeaderOp<'p>>,
+}
+
+impl<'p, R: FnMut(&str) -> Option<Vec<u8>>> HeaderView<'p, R> {
+    pub fn new(read: R) -> Self {
+        HeaderView {
+            read,
+            seen: Vec::new(),
+            ops: Vec::new(),
+        }
+    }
+
+    /// The value as the host holds it before any planned change (read once).
+    pub fn incoming(&mut self, name: &'p str) -> Option<&[u8]> {
+        let index = match self.seen.iter().position(|(n, _)| *n == name) {
+            Some(index) => index,
+            None => {
+                let value = (self.read)(name);
+                self.seen.push((name, value));
+                self.seen.len() - 1
+            }
+        };
+        self.seen.get(index).and_then(|(_, v)| v.as_deref())
+    }
+
+    /// The value after the changes planned so far.
+    pub fn current(&mut self, name: &'p str) -> Option<Vec<u8>> {
+        match self.ops.iter().rev().find(|op| op.name() == name) {
+            Some(HeaderOp::Set(_, value)) => Some(value.clone()),
+            Some(HeaderOp::Remove(_)) => None,
+            None => self.incoming(name).map(<[u8]>::to_vec),
+        }
+    }
 }
 
 /// An RFC 7239 `for=` element: IPv6 is quoted and bracketed.
@@ -53,15 +102,16 @@ fn appended(incoming: Option<&[u8]>, element: &[u8]) -> Vec<u8> {
     value
 }
 
-/// Applies the header steps; returns how many incoming headers the strip step removed.
-/// `c_trusted`: C is in `xff.trusted`; `incoming_xff`: the X-Forwarded-For value if it was read.
-pub fn apply_headers(
-    policy: &Policy,
+/// Plans the header steps into `view.ops`; returns how many incoming headers the strip step
+/// removes. `c_trusted`: C is in `xff.trusted`; `incoming_xff`: the X-Forwarded-For value the
+/// walk read, if it was read.
+pub fn plan_headers<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
+    policy: &'p Policy,
     connection: &ConnectionDecision,
     c_trusted: bool,
     walk: &Walk,
     incoming_xff: Option<&[u8]>,
-    headers: &mut impl HeaderAccess,
+    view: &mut HeaderView<'p, R>,
 ) -> u32 {
     let Some(c) = connection.client else {
         return 0;
@@ -72,8 +122,8 @@ pub fn apply_headers(
     let mut stripped = 0;
     if !c_trusted {
         for name in &rules.strip {
-            if headers.get(name).is_some() {
-                headers.remove(name);
+            if view.incoming(name).is_some() {
+                view.ops.push(HeaderOp::Remove(name));
                 stripped += 1;
             }
         }
@@ -81,14 +131,19 @@ pub fn apply_headers(
 
     // 2. X-Forwarded-For.
     match rules.x_forwarded_for {
-        XffMode::Overwrite => headers.set(X_FORWARDED_FOR, &join_chain(walk)),
+        XffMode::Overwrite => view
+            .ops
+            .push(HeaderOp::Set(X_FORWARDED_FOR, join_chain(walk))),
         XffMode::Append => {
             let mut element = Vec::with_capacity(40);
             push_ip(&mut element, c);
-            headers.set(X_FORWARDED_FOR, &appended(incoming_xff, &element));
+            view.ops.push(HeaderOp::Set(
+                X_FORWARDED_FOR,
+                appended(incoming_xff, &element),
+            ));
         }
         XffMode::Preserve => {}
-        XffMode::Remove => headers.remove(X_FORWARDED_FOR),
+        XffMode::Remove => view.ops.push(HeaderOp::Remove(X_FORWARDED_FOR)),
     }
 
     // 3. Forwarded.
@@ -97,14 +152,13 @@ pub fn apply_headers(
         ForwardedMode::Overwrite => {
             let elements: Vec<String> =
                 walk.chain.iter().map(|ip| forwarded_element(*ip)).collect();
-            headers.set(FORWARDED, elements.join(", ").as_bytes());
+            view.ops
+                .push(HeaderOp::Set(FORWARDED, elements.join(", ").into_bytes()));
         }
         ForwardedMode::Append => {
-            let incoming = headers.get(FORWARDED);
-            headers.set(
-                FORWARDED,
-                &appended(incoming.as_deref(), forwarded_element(c).as_bytes()),
-            );
+            let incoming = view.current(FORWARDED);
+            let value = appended(incoming.as_deref(), forwarded_element(c).as_bytes());
+            view.ops.push(HeaderOp::Set(FORWARDED, value));
         }
     }
 
@@ -112,14 +166,16 @@ pub fn apply_headers(
     let mut client = Vec::with_capacity(40);
     push_ip(&mut client, walk.client);
     for name in &rules.set {
-        headers.set(name, &client);
+        view.ops.push(HeaderOp::Set(name, client.clone()));
     }
 
     // 5. TLV values, only from PROXY information that was used; never from the client.
     for (key, name) in &rules.tlv {
         match connection.tlv(*key) {
-            Some(value) => headers.set(name, value.as_bytes()),
-            None => headers.remove(name),
+            Some(value) => view
+                .ops
+                .push(HeaderOp::Set(name, value.as_bytes().to_vec())),
+            None => view.ops.push(HeaderOp::Remove(name)),
         }
     }
     stripped
@@ -147,9 +203,19 @@ impl HeaderList {
     }
 }
 
-impl HeaderAccess for HeaderList {
+impl HeaderList {
+    /// Carries out a plan, as the glue does on Envoy's header map.
+    pub fn apply(&mut self, ops: &[HeaderOp]) {
+        for op in ops {
+            match op {
+                HeaderOp::Set(name, value) => self.set(name, value),
+                HeaderOp::Remove(name) => self.remove(name),
+            }
+        }
+    }
+
     /// Repeated lines are joined with `,`, as Envoy does for X-Forwarded-For.
-    fn get(&mut self, name: &str) -> Option<Vec<u8>> {
+    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
         let mut values = self
             .entries
             .iter()
@@ -164,7 +230,8 @@ impl HeaderAccess for HeaderList {
         Some(joined)
     }
 
-    fn set(&mut self, name: &str, value: &[u8]) {
+    /// Replaces every value of `name` with `value` (in the first one's place).
+    pub fn set(&mut self, name: &str, value: &[u8]) {
         match self.entries.iter().position(|(n, _)| n == name) {
             Some(first) => {
                 let mut index = 0;
@@ -181,7 +248,7 @@ impl HeaderAccess for HeaderList {
         }
     }
 
-    fn remove(&mut self, name: &str) {
+    pub fn remove(&mut self, name: &str) {
         self.entries.retain(|(n, _)| n != name);
     }
 }

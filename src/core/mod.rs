@@ -1,14 +1,16 @@
 //! The pure core: everything that decides, with no proxy-wasm dependency. The filter's two
-//! roles and the command-line tools all call [`decision`], so what `explain` prints is what
-//! Envoy does.
+//! roles and the command-line tools all call [`verdict::evaluate`], so what `explain` prints is
+//! what Envoy does.
 
 pub mod addr;
 pub mod cidr;
 pub mod config;
 pub mod decision;
 pub mod headers;
+pub mod inputs;
 pub mod names;
 pub mod tlv;
+pub mod verdict;
 pub mod xff;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use crate::core::addr::Peer;
 use crate::core::config::Policy;
-use crate::core::decision::{decide_connection, decide_request, Observed, Role};
+use crate::core::decision::{decide_connection, Observed, Role};
 use crate::core::headers::HeaderList;
 use crate::core::tlv::{decode, TlvKey};
 use crate::core::xff::parse_element;
@@ -57,7 +57,7 @@ proptest! {
             let mut headers = HeaderList::new();
             headers.append("x-forwarded-for", &xff);
             headers.append("forwarded", &forwarded);
-            let decision = decide_request(&policy, connection, &mut headers);
+            let decision = crate::core::decision::tests::plan_and_apply(&policy, connection, &mut headers);
             // A rejected request has no client; an accepted one always has one.
             prop_assert_eq!(decision.client.is_none(), decision.rejected());
         }
@@ -74,7 +74,7 @@ proptest! {
         let connection = decide_connection(&policy, Role::Http, Observed::Present(direct), Some(source), &mut |_| None);
         let mut headers = HeaderList::new();
         headers.append("x-forwarded-for", xff.join(", ").as_bytes());
-        let decision = decide_request(&policy, connection, &mut headers);
+        let decision = crate::core::decision::tests::plan_and_apply(&policy, connection, &mut headers);
         if let Some(client) = decision.client {
             // R opens the chain and C closes it; every hop after R is trusted.
             prop_assert_eq!(decision.chain.first().copied(), Some(client));

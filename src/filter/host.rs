@@ -2,14 +2,12 @@
 //! properties and headers are read as bytes (never as strings that could trap the VM).
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, MetricType};
+use proxy_wasm::types::{BufferType, MapType, MetricType};
 
-use crate::core::headers::HeaderAccess;
+use crate::core::headers::HeaderOp;
+use crate::core::names;
 use crate::core::tlv::TlvKey;
-
-/// Filter-state prefix under which Envoy's proxy_protocol filter stores TLVs
-/// (`tlv_location: FILTER_STATE`).
-const TLV_FILTER_STATE: &str = "envoy.network.proxy_protocol.tlv";
+use crate::core::verdict::Host;
 
 fn property(path: Vec<&str>) -> Option<Vec<u8>> {
     match hostcalls::get_property(path) {
@@ -26,7 +24,6 @@ pub fn plugin_root_id() -> Vec<u8> {
 }
 
 pub fn plugin_configuration() -> Vec<u8> {
-    use proxy_wasm::types::BufferType;
     match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
         Ok(value) => value.unwrap_or_default(),
         Err(status) => {
@@ -36,18 +33,28 @@ pub fn plugin_configuration() -> Vec<u8> {
     }
 }
 
-/// The direct peer, from the string filter-state object set by `set_filter_state`.
-pub fn direct_peer(key: &str) -> Option<Vec<u8>> {
-    property(vec!["filter_state", key])
-}
+/// What the core reads from Envoy, one hostcall per method. `Stream` adds the request headers.
+pub struct Envoy;
 
-/// `source.address`: the client after Envoy applied any PROXY header.
-pub fn source_address() -> Option<Vec<u8>> {
-    property(vec!["source", "address"])
-}
+impl Host for Envoy {
+    /// The string filter-state object set by `set_filter_state`.
+    fn direct_peer(&mut self, key: &str) -> Option<Vec<u8>> {
+        property(vec!["filter_state", key])
+    }
 
-pub fn tlv(key: TlvKey) -> Option<Vec<u8>> {
-    property(vec!["filter_state", TLV_FILTER_STATE, key.name()])
+    fn source(&mut self) -> Option<Vec<u8>> {
+        property(vec!["source", "address"])
+    }
+
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn tlv(&mut self, key: TlvKey) -> Option<Vec<u8>> {
+        property(vec!["filter_state", names::TLV_FILTER_STATE, key.name()])
+    }
 }
 
 /// Publishes a value as filter state `wasm.<name>` for access logs.
@@ -57,14 +64,11 @@ fn publish(name: &str, value: &[u8]) {
     }
 }
 
-/// Publishes a decision for access logs: `wasm.trustip.reason` always, `wasm.trustip.client_ip`
-/// when there is a client (not for an enforced rejection).
-pub fn publish_decision(reason: &str, client: Option<std::net::IpAddr>) {
-    publish("trustip.reason", reason.as_bytes());
+/// Publishes a decision: the reason always, the client when there is one.
+pub fn publish_decision(reason: &str, client: Option<&[u8]>) {
+    publish(names::REASON_PROPERTY, reason.as_bytes());
     if let Some(client) = client {
-        let mut text = Vec::with_capacity(40);
-        crate::core::addr::push_ip(&mut text, client);
-        publish("trustip.client_ip", &text);
+        publish(names::CLIENT_IP_PROPERTY, client);
     }
 }
 
@@ -84,12 +88,29 @@ pub fn increment(metric: Option<u32>, by: i64) {
     }
 }
 
+/// Carries out a header plan on the request headers.
+pub fn apply_headers(ops: &[HeaderOp]) {
+    for op in ops {
+        let (name, value) = match op {
+            HeaderOp::Set(name, value) => (*name, Some(value.as_slice())),
+            HeaderOp::Remove(name) => (*name, None),
+        };
+        if let Err(status) =
+            hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value)
+        {
+            log::warn!("trustip: cannot change header {name}: {status:?}");
+        }
+    }
+}
+
 /// Local reply for a rejected request.
-pub fn send_reject(status: u16, reason: &str) {
-    let body = format!("trustip: rejected ({reason})\n");
+pub fn send_reject(status: u16, reason: &str, body: &str) {
     let result = hostcalls::send_http_response(
         u32::from(status),
-        vec![("content-type", "text/plain"), ("x-trustip-reject", reason)],
+        vec![
+            ("content-type", "text/plain"),
+            (names::REJECT_HEADER, reason),
+        ],
         Some(body.as_bytes()),
     );
     if let Err(status) = result {
@@ -100,24 +121,5 @@ pub fn send_reject(status: u16, reason: &str) {
 pub fn close_downstream() {
     if let Err(status) = hostcalls::close_downstream() {
         log::warn!("trustip: close_downstream failed: {status:?}");
-    }
-}
-
-/// The request headers of the current HTTP context.
-pub struct RequestHeaders;
-
-impl HeaderAccess for RequestHeaders {
-    fn get(&mut self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
-    }
-
-    fn set(&mut self, name: &str, value: &[u8]) {
-        let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
-    }
-
-    fn remove(&mut self, name: &str) {
-        let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
     }
 }

@@ -1,12 +1,12 @@
-//! The HTTP role: decides per request, rewrites the client-IP headers, or answers a rejection
-//! with a local reply.
+//! The HTTP role: carries out the verdict per request: rewrites the client-IP headers, or
+//! answers a rejection with a local reply.
 
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::core::decision::{decide_connection, decide_request, Role};
+use crate::core::verdict;
 use crate::filter::host;
 use crate::filter::root::Shared;
 
@@ -27,20 +27,26 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.as_ref() else {
             // Not configured: fail closed.
-            host::send_reject(500, "not_configured");
+            host::send_reject(
+                500,
+                "not_configured",
+                &verdict::local_reply_body("not_configured"),
+            );
             return Action::Pause;
         };
-        let policy = &shared.policy;
-        let (direct, source) = shared.observe();
-        let connection = decide_connection(policy, Role::Http, direct, source, &mut host::tlv);
-        shared.log_rejection(self.context_id, &connection);
-        let decision = decide_request(policy, connection, &mut host::RequestHeaders);
-        shared.metrics.request(&decision);
-        host::publish_decision(decision.reason(), decision.client);
-        if decision.rejected() {
-            host::send_reject(policy.reject_status, decision.reason());
-            return Action::Pause;
+        let verdict = shared.decide(self.context_id);
+        host::apply_headers(&verdict.headers);
+        match verdict.action {
+            verdict::Action::Continue => Action::Continue,
+            verdict::Action::Respond { status } => {
+                let reason = verdict.reason();
+                host::send_reject(status, reason, &verdict::local_reply_body(reason));
+                Action::Pause
+            }
+            verdict::Action::Close => {
+                host::close_downstream();
+                Action::Pause
+            }
         }
-        Action::Continue
     }
 }

@@ -9,14 +9,12 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 
-use crate::core::addr::Peer;
 use crate::core::config::{quoted, ConfigError, Mode, Policy};
-use crate::core::decision::{split_peers, ConnectionDecision, Observed, Role};
+use crate::core::decision::Role;
+use crate::core::names::{HTTP_ROOT_ID, NETWORK_ROOT_ID};
+use crate::core::verdict::{evaluate, Verdict};
 use crate::filter::metrics::Metrics;
 use crate::filter::{host, http, stream};
-
-pub const NETWORK_ROOT_ID: &str = "trustip-network";
-pub const HTTP_ROOT_ID: &str = "trustip-http";
 
 /// Everything a child context needs, built once per VM by `on_configure`.
 pub struct Shared {
@@ -27,53 +25,22 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The info line for a rejection (enforced or shadow), plus a one-time hint when the direct
-    /// peer is missing because the Envoy config lacks set_filter_state.
-    pub fn log_rejection(&self, context_id: u32, decision: &ConnectionDecision) {
-        let Some(rejection) = &decision.rejection else {
-            return;
-        };
-        let direct = match decision.direct_peer {
-            Observed::Present(peer) => peer.to_string(),
-            Observed::Absent => "absent".to_string(),
-            Observed::Malformed => "malformed".to_string(),
-        };
-        let source = decision
-            .source
-            .map_or_else(|| "absent".to_string(), |p| p.to_string());
-        let rule = decision
-            .rule
-            .map_or_else(|| "implicit".to_string(), |i| i.to_string());
-        let what = if decision.rejected() {
-            "reject"
-        } else {
-            "shadow reject (not enforced)"
-        };
-        let detail = rejection
-            .detail
-            .as_deref()
-            .map(|d| format!(" ({d})"))
-            .unwrap_or_default();
-        log::info!(
-            "trustip[{} ctx {context_id}]: {what} {}{detail}: direct_peer={direct} source={source} rule={rule}",
-            self.role.name(),
-            rejection.reason.name(),
-        );
-        if decision.direct_peer.peer().is_none() && !self.warned_no_direct_peer.replace(true) {
-            log::warn!(
-                "trustip: no direct peer in filter state {key}: add the envoy.filters.network.set_filter_state network filter (object_key {key}, factory_key envoy.string, format_string \"%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%\", on_new_connection) before trustip, or set direct_peer.if_missing to trust_source if only the load balancer can reach this listener",
-                key = quoted(&self.policy.direct_peer_key),
-            );
+    /// Runs the core's decision and carries out what every role does with it: the log line
+    /// (with a one-time configuration hint), the counters, the published values. The caller
+    /// then carries out the verdict's action.
+    pub fn decide(&self, context_id: u32) -> Verdict<'_> {
+        let verdict = evaluate(&self.policy, self.role, &mut host::Envoy);
+        if let Some(line) = verdict.log_line(context_id) {
+            log::info!("{line}");
         }
-    }
-
-    /// Direct peer and source: one host call when the filter-state value carries both (as
-    /// `trustip render` configures it), else a second one for `source.address`.
-    pub fn observe(&self) -> (Observed<Peer>, Option<Peer>) {
-        let (direct, source) =
-            split_peers(host::direct_peer(&self.policy.direct_peer_key).as_deref());
-        let source = source.or_else(|| host::source_address().as_deref().and_then(Peer::parse));
-        (direct, source)
+        if let Some(hint) = &verdict.hint {
+            if !self.warned_no_direct_peer.replace(true) {
+                log::warn!("{hint}");
+            }
+        }
+        self.metrics.increment(&verdict.counters);
+        host::publish_decision(verdict.reason(), verdict.client_text().as_deref());
+        verdict
     }
 }
 

@@ -1,12 +1,12 @@
-//! The network role: decides once per connection and closes a rejected connection before any
-//! byte reaches the HTTP layer.
+//! The network role: carries out the verdict once per connection, closing a rejected
+//! connection before any byte reaches the HTTP layer.
 
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::Action;
 
-use crate::core::decision::{decide_connection, Role};
+use crate::core::verdict;
 use crate::filter::host;
 use crate::filter::root::Shared;
 
@@ -24,6 +24,12 @@ impl Connection {
             rejected: false,
         }
     }
+
+    fn close(&mut self) -> Action {
+        self.rejected = true;
+        host::close_downstream();
+        Action::Pause
+    }
 }
 
 impl Context for Connection {}
@@ -31,27 +37,13 @@ impl Context for Connection {}
 impl StreamContext for Connection {
     fn on_new_connection(&mut self) -> Action {
         let Some(shared) = self.shared.as_ref() else {
-            self.rejected = true;
-            host::close_downstream();
-            return Action::Pause;
+            return self.close();
         };
-        let (direct, source) = shared.observe();
-        let decision = decide_connection(
-            &shared.policy,
-            Role::Network,
-            direct,
-            source,
-            &mut host::tlv,
-        );
-        shared.log_rejection(self.context_id, &decision);
-        shared.metrics.connection(&decision, false);
-        host::publish_decision(decision.reason(), decision.client);
-        if decision.rejected() {
-            self.rejected = true;
-            host::close_downstream();
-            return Action::Pause;
+        match shared.decide(self.context_id).action {
+            verdict::Action::Continue => Action::Continue,
+            // The network role never answers with HTTP: a refusal closes the connection.
+            verdict::Action::Close | verdict::Action::Respond { .. } => self.close(),
         }
-        Action::Continue
     }
 
     fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {

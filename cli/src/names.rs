@@ -1,0 +1,44 @@
+//! `trustip names`: the names trustip shares with Envoy configurations, dashboards and tests
+//! (root ids, filter-state keys, the set_filter_state format string, counter names, the
+//! default header lists), printed from the core's one definition as JSON.
+
+use serde_json::{json, Value};
+use trustip::core::decision::{Counter, RejectReason, Role};
+use trustip::core::names;
+
+/// Print the names trustip shares with Envoy configurations (root ids, VM ids, filter-state
+/// keys, counter names, default header lists) as one JSON object.
+#[derive(clap::Args)]
+pub struct NamesArgs {}
+
+pub fn names_json() -> Value {
+    let counters = |role: Role| -> Vec<String> {
+        Counter::for_role(role)
+            .map(|counter| names::metric_name(role, counter))
+            .collect()
+    };
+    json!({
+        "network_root_id": names::NETWORK_ROOT_ID,
+        "http_root_id": names::HTTP_ROOT_ID,
+        "network_vm_id": names::NETWORK_VM_ID,
+        "http_vm_id": names::HTTP_VM_ID,
+        "direct_peer_key": names::DEFAULT_DIRECT_PEER_KEY,
+        "direct_peer_format": names::DIRECT_PEER_FORMAT,
+        "tlv_filter_state": names::TLV_FILTER_STATE,
+        "proxy_protocol_metadata": names::PROXY_PROTOCOL_METADATA,
+        "client_ip_filter_state": format!("{}{}", names::WASM_FILTER_STATE_PREFIX, names::CLIENT_IP_PROPERTY),
+        "reason_filter_state": format!("{}{}", names::WASM_FILTER_STATE_PREFIX, names::REASON_PROPERTY),
+        "reject_header": names::REJECT_HEADER,
+        "metric_prefix": names::METRIC_PREFIX,
+        "wasm_stats_prefix": names::WASM_STATS_PREFIX,
+        "counters": {"network": counters(Role::Network), "http": counters(Role::Http)},
+        "reject_reasons": RejectReason::ALL.iter().map(|r| r.name()).collect::<Vec<_>>(),
+        "default_set": names::DEFAULT_SET,
+        "default_strip": names::DEFAULT_STRIP,
+    })
+}
+
+pub fn run(_args: &NamesArgs) -> u8 {
+    println!("{:#}", names_json());
+    0
+}
