@@ -7,6 +7,7 @@ Built on the suite's harness (imported, not changed). The binary comes from $TRU
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -129,6 +130,50 @@ def envoy_validate(config_path: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
+
+
+def localize(
+    config: dict,
+    *,
+    addresses: dict[tuple[str, int], tuple[str, int]],
+    wasm: Path,
+    policy_text: list[tuple[str, str]] = (),
+) -> dict:
+    """A generated configuration made runnable here, changing only addresses and paths: every
+    socket address in `addresses` moves to its new (address, port), every wasm module path
+    becomes `wasm`, and `policy_text` replacements apply to the policies' JSON text. Each
+    address and replacement must be used (a test cannot silently stop substituting)."""
+    used: set = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            socket = node.get("socket_address")
+            if isinstance(socket, dict):
+                key = (socket["address"], socket["port_value"])
+                if key in addresses:
+                    used.add(key)
+                    socket["address"], socket["port_value"] = addresses[key]
+            local = node.get("local")
+            if isinstance(local, dict) and "filename" in local:
+                used.add("wasm")
+                local["filename"] = str(wasm)
+            configuration = node.get("configuration")
+            if isinstance(configuration, dict) and isinstance(configuration.get("value"), str):
+                for old, new in policy_text:
+                    if old in configuration["value"]:
+                        used.add(old)
+                        configuration["value"] = configuration["value"].replace(old, new)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    config = copy.deepcopy(config)
+    walk(config)
+    missing = (set(addresses) | {"wasm"} | {old for old, _ in policy_text}) - used
+    assert not missing, f"not in the configuration: {missing}"
+    return config
 
 
 def render_envoy(cli: Cli, policy: Path, upstream_port: int, *extra: str, wasm: Path = WASM) -> tuple[str, int]:

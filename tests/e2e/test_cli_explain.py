@@ -7,7 +7,9 @@ request through Envoy running the bootstrap `trustip render --target envoy` prin
 policy (loopback ports, the built wasm) to the recording upstream. They must agree on the action
 (accept = 200; reject = the connection closed by the network role), on the client (`client_ip` =
 the upstream's x-envoy-external-address), on every header explain reports (its value, or absent
-when explain says null), and on the reason Envoy's access log prints.
+when explain says null), and on the reasons Envoy's access logs print: in every case the
+listener's line for the connection (for a connection the network role closed: its reason, as
+`explain --role network` gives it), and for an accepted request the HCM's line.
 
 explain's --peer has no port: the filter compares address and port to tell whether a PROXY header
 was used, so "no PROXY" cases simply omit --proxy."""
@@ -210,19 +212,25 @@ def envoys(cli, policy_files, echo, wasm):  # noqa: F811
             instance.stop()
 
 
-def _access_log_line(instance: RenderedEnvoy, path: str, timeout: float = 5.0) -> str:
-    """The rendered access log goes to Envoy's stdout (the harness keeps it in stderr_path)."""
+def _access_log_line(instance: RenderedEnvoy, needle: str, timeout: float = 5.0) -> str:
+    """The rendered access logs go to Envoy's stdout (the harness keeps it in stderr_path)."""
     import time
 
     deadline = time.monotonic() + timeout
     while True:
         text = instance.stderr_path.read_text(errors="replace")
         for line in text.splitlines():
-            if f" {path} " in line:
+            if needle in line:
                 return line
         if time.monotonic() > deadline:
-            raise AssertionError(f"no access log line for {path} in {instance.stderr_path}")
+            raise AssertionError(f"no access log line with {needle!r} in {instance.stderr_path}")
         time.sleep(0.05)
+
+
+def _connection_line(instance: RenderedEnvoy, peer: str, local_port: int) -> str:
+    """The listener access log's line for one connection, found by its direct peer D (the
+    client's bound address and source port). Written when the connection closes."""
+    return _access_log_line(instance, f" connection direct_peer={peer}:{local_port} ")
 
 
 def test_every_policy_and_word_is_covered():
@@ -245,21 +253,31 @@ def test_explain_agrees_with_envoy(case: Case, cli, policy_files, envoys, echo):
     path = f"/explain/{case.name}"
     response = client.request(port, case.headers, source=case.peer, proxy=proxy_header(case), path=path)
 
+    network_said = network.json()
     if said["action"] == "reject":
         # Both roles are loaded: the network role closes the connection before HTTP.
         assert response.closed, (said, response)
         assert echo.find(response.test_id) is None
-        return
-    assert response.status == 200, (said, response)
-    upstream = echo.wait_for(response.test_id)
-    assert said["client_ip"] == upstream.text("x-envoy-external-address"), (said, upstream.headers)
-    for name, value in said["headers"].items():
-        assert upstream.text(name) == value, (name, said, upstream.headers)
-    line = _access_log_line(instance, path)
-    assert f" reason={said['reason']}" in line, (said, line)
-    assert f" client={said['client_ip']}" in line, (said, line)
-    if said["mode"] == "shadow" and said["shadow_rejection"]:
-        assert said["reason"] == f"shadow_{said['shadow_rejection']}"
+    else:
+        assert response.status == 200, (said, response)
+        upstream = echo.wait_for(response.test_id)
+        assert said["client_ip"] == upstream.text("x-envoy-external-address"), (said, upstream.headers)
+        for name, value in said["headers"].items():
+            assert upstream.text(name) == value, (name, said, upstream.headers)
+        line = _access_log_line(instance, f" {path} ")
+        assert f" reason={said['reason']} " in line + " ", (said, line)
+        assert f" client={said['client_ip']} " in line, (said, line)
+        if said["mode"] == "shadow" and said["shadow_rejection"]:
+            assert said["reason"] == f"shadow_{said['shadow_rejection']}"
+    # Every case, a closed connection included: the listener's line for the connection. The
+    # roles publish into the connection's filter state, the last one wins: the network role's
+    # decision for a connection it closed, the HTTP role's once a request was decided.
+    last = network_said if said["action"] == "reject" else said
+    line = _connection_line(instance, case.peer, response.local_port)
+    assert f" reason={last['reason']} " in line, (last, line)
+    assert f" client={last['client_ip'] or '-'} " in line, (last, line)
+    if said["action"] == "reject":
+        assert network_said["reason"] == said["reason"], (said, network_said)
 
 
 def test_explain_text_says_shadow(cli, policy_files):  # noqa: F811

@@ -11,7 +11,6 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import json
-import re
 
 import pytest
 import yaml
@@ -22,6 +21,7 @@ from cli_support import (  # noqa: F401  (cli is a fixture)
     RenderedEnvoy,
     cli,
     envoy_validate,
+    localize,
     render_envoy,
     scratch_dir,
     write_policy,
@@ -76,13 +76,20 @@ def test_rendered_bootstrap_shape(rendered, wasm):
     network_plugin = filters[1]["typed_config"]["config"]
     hcm = filters[2]["typed_config"]
     assert hcm["use_remote_address"] is True and hcm["skip_xff_append"] is True
+    assert hcm["common_http_protocol_options"] == {"headers_with_underscores_action": "DROP_HEADER"}
     http_plugin = hcm["http_filters"][0]["typed_config"]["config"]
     assert [network_plugin["root_id"], http_plugin["root_id"]] == ["trustip-network", "trustip-http"]
+    # One VM per role: a filter of one role misconfigured cannot trap the VM the other runs in.
+    assert [network_plugin["vm_config"]["vm_id"], http_plugin["vm_config"]["vm_id"]] == ["trustip-network", "trustip-http"]
     for plugin in (network_plugin, http_plugin):
         assert json.loads(plugin["configuration"]["value"]) == POLICY
         assert plugin["vm_config"]["code"]["local"]["filename"] == str(wasm)
+        assert plugin["failure_policy"] == "FAIL_CLOSED"
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     assert "client=%FILTER_STATE(wasm.trustip.client_ip:PLAIN)%" in hcm["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+    # The listener logs every connection, also one the network role closed.
+    (connection_log,) = listener["access_log"]
+    assert "reason=%FILTER_STATE(wasm.trustip.reason:PLAIN)%" in connection_log["typed_config"]["log_format"]["text_format_source"]["inline_string"]
 
 
 def test_rendered_bootstrap_serves_traffic(rendered, echo):
@@ -112,6 +119,78 @@ def test_rendered_bootstrap_serves_traffic(rendered, echo):
         assert response.upstream_header("x-real-ip") is None
     # The load balancer without PROXY: require fails closed.
     assert client.request(port, source=LB).closed
+
+
+def test_rendered_bootstrap_drops_underscored_look_alikes(rendered):
+    """x_real_ip / x_forwarded_for / true_client_ip: many frameworks read them as X-Real-IP and
+    X-Forwarded-For (CGI maps both spellings to one variable). The HCM drops them
+    (headers_with_underscores_action: DROP_HEADER) before trustip or the upstream sees them."""
+    strict, instance, port, _ = rendered
+    look_alikes = [("x_real_ip", "6.6.6.6"), ("x_forwarded_for", "6.6.6.6"), ("true_client_ip", "6.6.6.6"), ("X_Real_IP", "6.6.6.7")]
+    response = client.request(port, look_alikes, source=LB, proxy=client.proxy_v2("203.0.113.7", "10.0.0.1", 5555, 80))
+    assert response.status == 200, response
+    received = response.json()["headers"]
+    assert not [name for name, _ in received if "_" in name], received
+    assert response.upstream_header("x-forwarded-for") == "203.0.113.7"
+    # Counted by the HTTP/1 codec.
+    assert instance.stats("dropped_headers_with_underscores").get("http1.dropped_headers_with_underscores", 0) >= 4
+
+
+def test_rendered_bootstrap_logs_closed_connections(rendered):
+    """The listener access log: a connection the network role closed still gets a line, with
+    the reason."""
+    strict, instance, port, _ = rendered
+    response = client.request(port, source=ATTACKER, proxy=client.proxy_v2("203.0.113.9", "10.0.0.1", 5555, 80))
+    assert response.closed, response
+    needle = f"connection direct_peer={ATTACKER}:{response.local_port} "
+    import time
+
+    deadline = time.monotonic() + 5
+    while not (lines := [line for line in instance.stderr_path.read_text(errors="replace").splitlines() if needle in line]):
+        assert time.monotonic() < deadline, instance.output_text()
+        time.sleep(0.05)
+    assert " client=- reason=untrusted_proxy " in lines[0], lines
+
+
+# Every placeholder the text templates used to substitute, where a policy can carry text.
+PLACEHOLDER_POLICY = {
+    "direct_peer": {"filter_state": "WASM_PATH"},
+    "rules": [
+        {"from": [f"{LB}/32"], "proxy_protocol": "require"},
+        {"from": ["127.0.0.9/32"], "proxy_protocol": "require", "tlvs": {"aws_vpce_id": ["POLICY_JSON", "UPSTREAM_HOST", "ACCESS_LOG", "DIRECT_PEER_KEY", 'q"\\é\u2028: #x']}},
+    ],
+    "headers": {"tlv": {"aws_vpce_id": "x-amzn-vpce-id"}},
+}
+
+
+def test_policy_spelled_like_placeholders(cli, echo, wasm):  # noqa: F811
+    """A policy whose text looks like the old templates' placeholders (WASM_PATH, POLICY_JSON,
+    ...) or YAML syntax: the YAML still parses, the policy JSON is embedded byte for byte, and
+    Envoy runs it."""
+    directory = scratch_dir("placeholders")
+    policy = write_policy(directory, "policy", PLACEHOLDER_POLICY)
+    text, port = render_envoy(cli, policy, echo.port, wasm=wasm)
+    config = yaml.safe_load(text)
+    (listener,) = config["static_resources"]["listeners"]
+    filters = listener["filter_chains"][0]["filters"]
+    # The policy as `trustip` compacts it (serde_json: keys sorted, no spaces, UTF-8 as is).
+    compact = json.dumps(PLACEHOLDER_POLICY, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    network = filters[1]["typed_config"]["config"]
+    http = filters[2]["typed_config"]["http_filters"][0]["typed_config"]["config"]
+    for plugin in (network, http):
+        assert plugin["configuration"]["value"] == compact
+        assert plugin["vm_config"]["code"]["local"]["filename"] == str(wasm)
+    assert filters[0]["typed_config"]["on_new_connection"][0]["object_key"] == "WASM_PATH"
+    instance = RenderedEnvoy(text, name="render-placeholders")
+    check = envoy_validate(instance.config_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    instance.start()
+    try:
+        response = client.request(port, source=LB, proxy=client.proxy_v2("203.0.113.7", "10.0.0.1", 5555, 80))
+        assert response.status == 200, response
+        assert response.upstream_header("x-envoy-external-address") == "203.0.113.7"
+    finally:
+        instance.stop()
 
 
 def test_rendered_bootstrap_access_log(rendered):
@@ -204,16 +283,17 @@ def native_stack(echo, wasm):
     envoy_port, admin_port = net.free_port(), net.free_port()
     lb_ip = "127.0.0.7"
     lb_port = net.free_port(lb_ip)
-    envoy_text = _substitute(
-        (DEPLOY_COMPOSE / "envoy.yaml").read_text(),
-        [
-            ('{address: "0.0.0.0", port_value: 10000}', f'{{address: "127.0.0.1", port_value: {envoy_port}}}'),
-            ('{address: "0.0.0.0", port_value: 9901}', f'{{address: "127.0.0.1", port_value: {admin_port}}}'),
-            ('{address: "httpbin", port_value: 8080}', f'{{address: "127.0.0.1", port_value: {echo.port}}}'),
-            ('"/etc/trustip/trustip.wasm"', json.dumps(str(wasm))),
-            (COMPOSE_LB, "127.0.0.1"),
-        ],
+    config = localize(
+        yaml.safe_load((DEPLOY_COMPOSE / "envoy.yaml").read_text()),
+        addresses={
+            ("0.0.0.0", 10000): ("127.0.0.1", envoy_port),
+            ("0.0.0.0", 9901): ("127.0.0.1", admin_port),
+            ("httpbin", 8080): ("127.0.0.1", echo.port),
+        },
+        wasm=wasm,
+        policy_text=[(COMPOSE_LB, "127.0.0.1")],
     )
+    envoy_text = json.dumps(config, indent=2)
     haproxy_text = _substitute(
         (DEPLOY_COMPOSE / "haproxy.cfg").read_text(),
         [("bind :8000", f"bind {lb_ip}:{lb_port}"), ("envoy:10000", f"127.0.0.1:{envoy_port}")],
@@ -270,4 +350,5 @@ def test_compose_render_wasm_default_and_note(cli):  # noqa: F811
 def test_istio_sha256_is_the_module_digest(cli, policy_path, wasm):  # noqa: F811
     out = cli.run("render", "--config", policy_path, "--target", "istio", "--wasm", wasm).out
     digest = hashlib.sha256(wasm.read_bytes()).hexdigest()
-    assert re.findall(r"^  sha256: (\S+)$", out, re.M) == [digest, digest]
+    documents = [doc for doc in yaml.safe_load_all(out) if doc]
+    assert [doc["spec"].get("sha256") for doc in documents] == [digest, digest, None]

@@ -1,14 +1,133 @@
-//! Istio: a WasmPlugin per role (same pluginConfig, pluginName = root_id, FAIL_CLOSE), an
-//! EnvoyFilter adding what WasmPlugin cannot (set_filter_state, proxy_protocol TLVs,
-//! skip_xff_append), and the gateway annotation that turns PROXY parsing on.
+//! Istio: a WasmPlugin per role (same pluginConfig, pluginName = root_id, FAIL_CLOSE), and an
+//! EnvoyFilter adding what WasmPlugin cannot: set_filter_state, the proxy_protocol TLVs, and the
+//! HCM's client-address settings (use_remote_address, skip_xff_append, underscores dropped).
+//! The patch values are the same typed pieces the Envoy bootstrap is built from.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::CliError;
 use crate::policy_file::PolicyFile;
-use crate::render::{quoted, tlv_rules, RenderArgs, DEFAULT_WASM};
+use crate::render::envoy_api::{self as api, Extension, TypedConfig};
+use crate::render::model::{hcm_client_address, proxy_protocol, set_filter_state, Role};
+use crate::render::yaml::{self, Anchors, Node};
+use crate::render::{RenderArgs, DEFAULT_WASM};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Resource<S> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: Metadata,
+    spec: S,
+}
+
+#[derive(Serialize)]
+struct Metadata {
+    name: &'static str,
+    namespace: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WasmPluginSpec {
+    selector: Selector,
+    url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    /// The root_id: it selects the role inside the one module.
+    plugin_name: &'static str,
+    #[serde(rename = "type")]
+    plugin_type: &'static str,
+    phase: &'static str,
+    /// A module that fails to load must not let unverified clients through.
+    fail_strategy: &'static str,
+    plugin_config: serde_json::Value,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Selector {
+    match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvoyFilterSpec {
+    workload_selector: WorkloadSelector,
+    config_patches: Vec<Patch>,
+}
+
+#[derive(Serialize)]
+struct WorkloadSelector {
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Patch {
+    apply_to: &'static str,
+    #[serde(rename = "match")]
+    match_: PatchMatch,
+    patch: PatchOperation,
+}
+
+#[derive(Serialize)]
+struct PatchMatch {
+    context: &'static str,
+    listener: ListenerMatch,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListenerMatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter_chain: Option<FilterChainMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listener_filter: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct FilterChainMatch {
+    filter: FilterMatch,
+}
+
+#[derive(Serialize)]
+struct FilterMatch {
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+struct PatchOperation {
+    operation: &'static str,
+    value: PatchValue,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PatchValue {
+    /// A whole filter, inserted.
+    Filter(Extension),
+    /// Fields merged into an existing filter's configuration.
+    Merge { typed_config: TypedConfig },
+}
+
+fn gateway_hcm() -> PatchMatch {
+    PatchMatch {
+        context: "GATEWAY",
+        listener: ListenerMatch {
+            filter_chain: Some(FilterChainMatch {
+                filter: FilterMatch {
+                    name: api::HTTP_CONNECTION_MANAGER,
+                },
+            }),
+            listener_filter: None,
+        },
+    }
+}
 
 fn module_source(args: &RenderArgs) -> Result<(String, Option<String>), CliError> {
     if let Some(image) = &args.image {
@@ -28,6 +147,15 @@ fn module_source(args: &RenderArgs) -> Result<(String, Option<String>), CliError
     Ok((format!("file://{}", absolute.display()), Some(hex)))
 }
 
+fn document<T: Serialize>(comment: &str, value: &T) -> Result<String, CliError> {
+    let node = Node::from_serialize(value).map_err(|err| CliError::Usage(err.to_string()))?;
+    Ok(format!(
+        "---\n{}{}",
+        yaml::comment(comment),
+        yaml::document(&node, &mut Anchors::default())
+    ))
+}
+
 pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliError> {
     let (url, sha256) = module_source(args)?;
     let (label_key, label_value) = args.gateway_label.split_once('=').ok_or_else(|| {
@@ -36,110 +164,118 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
             args.gateway_label
         ))
     })?;
-    let namespace = quoted(&args.namespace);
-    let selector = format!(
-        "  selector:\n    matchLabels:\n      {}: {}\n",
-        quoted(label_key),
-        quoted(label_value)
-    );
-    let sha_line = sha256
-        .map(|h| format!("  sha256: {h}\n"))
-        .unwrap_or_default();
-    let config = file.compact();
-    let mut out = String::new();
-    out.push_str(&format!(
-        "# Rendered by `trustip render --target istio`.\n\
-# Before applying: the ingress gateway must parse PROXY headers. Annotate its Deployment\n\
-# (pod template) with\n\
-#   proxy.istio.io/config: '{{\"gatewayTopology\":{{\"proxyProtocol\":{{}}}}}}'\n\
-# e.g. kubectl -n {ns} patch deployment istio-ingressgateway --type merge -p \\\n\
-#   '{{\"spec\":{{\"template\":{{\"metadata\":{{\"annotations\":{{\"proxy.istio.io/config\":\"{{\\\"gatewayTopology\\\":{{\\\"proxyProtocol\\\":{{}}}}}}\"}}}}}}}}}}'\n",
-        ns = args.namespace
+    let labels = BTreeMap::from([(label_key.to_string(), label_value.to_string())]);
+    let namespace = &args.namespace;
+    let mut out = yaml::comment(&format!(
+        "Rendered by `trustip render --target istio`.\n\
+         Before applying: the ingress gateway must parse PROXY headers. Annotate its Deployment\n\
+         (pod template) with\n  \
+           proxy.istio.io/config: '{{\"gatewayTopology\":{{\"proxyProtocol\":{{}}}}}}'\n\
+         e.g. kubectl -n {namespace} patch deployment istio-ingressgateway --type merge -p \\\n  \
+           '{{\"spec\":{{\"template\":{{\"metadata\":{{\"annotations\":{{\"proxy.istio.io/config\":\"{{\\\"gatewayTopology\\\":{{\\\"proxyProtocol\\\":{{}}}}}}\"}}}}}}}}}}'\n\
+         WasmPlugin has no vm_id: Istio keys a wasm VM by the module alone, so the two plugins\n\
+         below share one VM per worker (render --target envoy gives each role its own)."
     ));
     for (role, plugin_type, what) in [
         (
-            "trustip-network",
+            Role::Network,
             "NETWORK",
             "network role: decides once per connection and closes rejected ones",
         ),
         (
-            "trustip-http",
+            Role::Http,
             "HTTP",
             "HTTP role: decides per request and writes the client-IP headers",
         ),
     ] {
-        out.push_str(&format!(
-            "---\n# trustip, {what}.\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata:\n  name: {role}\n  namespace: {namespace}\nspec:\n{selector}  url: {url}\n{sha_line}  # pluginName is the root_id: it selects the role inside the one module.\n  pluginName: {role}\n  type: {plugin_type}\n  phase: AUTHN\n  # A module that fails to load must not let unverified clients through.\n  failStrategy: FAIL_CLOSE\n  pluginConfig: {config}\n",
-            url = quoted(&url),
-        ));
+        let plugin = Resource {
+            api_version: "extensions.istio.io/v1alpha1",
+            kind: "WasmPlugin",
+            metadata: Metadata {
+                name: role.root_id(),
+                namespace: namespace.clone(),
+            },
+            spec: WasmPluginSpec {
+                selector: Selector {
+                    match_labels: labels.clone(),
+                },
+                url: url.clone(),
+                sha256: sha256.clone(),
+                plugin_name: role.root_id(),
+                plugin_type,
+                phase: "AUTHN",
+                fail_strategy: "FAIL_CLOSE",
+                plugin_config: file.json.clone(),
+            },
+        };
+        out.push_str(&document(
+            &format!(
+                "trustip, {what}.\n\
+                 pluginName is the root_id: it selects the role inside the one module."
+            ),
+            &plugin,
+        )?);
     }
-    let tlv = tlv_rules(&file.policy, "          ");
-    out.push_str(&format!(
-        r#"---
-# What WasmPlugin cannot express: the direct peer in filter state, the TLVs in filter state,
-# and an HCM that leaves X-Forwarded-For to trustip.
-apiVersion: networking.istio.io/v1alpha3
-kind: EnvoyFilter
-metadata:
-  name: trustip-wiring
-  namespace: {namespace}
-spec:
-  workloadSelector:
-    labels:
-      {label_key}: {label_value}
-  configPatches:
-  # Remember the TCP peer before PROXY processing (trustip's "direct peer" D) and the
-  # PROXY-derived source P as the connection opened: one filter-state read gives both.
-  - applyTo: NETWORK_FILTER
-    match:
-      context: GATEWAY
-      listener:
-        filterChain:
-          filter:
-            name: envoy.filters.network.http_connection_manager
-    patch:
-      operation: INSERT_FIRST
-      value:
-        name: envoy.filters.network.set_filter_state
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config
-          on_new_connection:
-          - object_key: {direct_peer}
-            factory_key: envoy.string
-            format_string:
-              text_format_source:
-                inline_string: "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%"
-  # Keep the PROXY v2 TLVs the policy reads, where the HTTP wasm filter can see them.
-  - applyTo: LISTENER_FILTER
-    match:
-      context: GATEWAY
-      listener:
-        listenerFilter: envoy.filters.listener.proxy_protocol
-    patch:
-      operation: MERGE
-      value:
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol
-          tlv_location: FILTER_STATE
-{tlv}  # trustip writes X-Forwarded-For; the HCM must not append to it.
-  - applyTo: NETWORK_FILTER
-    match:
-      context: GATEWAY
-      listener:
-        filterChain:
-          filter:
-            name: envoy.filters.network.http_connection_manager
-    patch:
-      operation: MERGE
-      value:
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          use_remote_address: true
-          skip_xff_append: true
-"#,
-        label_key = quoted(label_key),
-        label_value = quoted(label_value),
-        direct_peer = quoted(&file.policy.direct_peer_key),
-    ));
+    let wiring = Resource {
+        api_version: "networking.istio.io/v1alpha3",
+        kind: "EnvoyFilter",
+        metadata: Metadata {
+            name: "trustip-wiring",
+            namespace: namespace.clone(),
+        },
+        spec: EnvoyFilterSpec {
+            workload_selector: WorkloadSelector { labels },
+            config_patches: vec![
+                // Remember the TCP peer before PROXY processing (the direct peer D) and the
+                // PROXY-derived source P as the connection opened.
+                Patch {
+                    apply_to: "NETWORK_FILTER",
+                    match_: gateway_hcm(),
+                    patch: PatchOperation {
+                        operation: "INSERT_FIRST",
+                        value: PatchValue::Filter(set_filter_state(&file.policy)),
+                    },
+                },
+                // Keep the PROXY v2 TLVs the policy reads where the wasm filters see them.
+                Patch {
+                    apply_to: "LISTENER_FILTER",
+                    match_: PatchMatch {
+                        context: "GATEWAY",
+                        listener: ListenerMatch {
+                            filter_chain: None,
+                            listener_filter: Some(api::PROXY_PROTOCOL),
+                        },
+                    },
+                    patch: PatchOperation {
+                        operation: "MERGE",
+                        value: PatchValue::Merge {
+                            typed_config: TypedConfig::ProxyProtocol(proxy_protocol(
+                                &file.policy,
+                                None,
+                            )),
+                        },
+                    },
+                },
+                // trustip writes X-Forwarded-For; the HCM must not append to it, and header
+                // names with underscores are dropped.
+                Patch {
+                    apply_to: "NETWORK_FILTER",
+                    match_: gateway_hcm(),
+                    patch: PatchOperation {
+                        operation: "MERGE",
+                        value: PatchValue::Merge {
+                            typed_config: TypedConfig::HcmClientAddress(hcm_client_address()),
+                        },
+                    },
+                },
+            ],
+        },
+    };
+    out.push_str(&document(
+        "What WasmPlugin cannot express: the direct peer in filter state, the TLVs in filter\n\
+         state, and an HCM that leaves X-Forwarded-For to trustip and drops header names with\n\
+         underscores (x_forwarded_for, x_real_ip) before any filter sees them.",
+        &wiring,
+    )?);
     Ok(out)
 }

@@ -3,16 +3,18 @@
 
 mod compose;
 mod envoy;
+mod envoy_api;
 mod istio;
+mod model;
+mod samples;
+mod yaml;
 
 use std::path::PathBuf;
-
-use trustip::core::config::Policy;
-use trustip::core::tlv::TlvEncoding;
 
 use crate::error::CliError;
 use crate::hostport::{parse_host_port, parse_socket_addr};
 use crate::policy_file::PolicyFile;
+use crate::render::model::{Build, Trustip};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
@@ -29,11 +31,15 @@ pub enum Target {
 #[derive(clap::Args)]
 pub struct RenderArgs {
     /// The policy: the filter's JSON plugin configuration.
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "sample")]
+    pub config: Option<PathBuf>,
     /// What to render.
-    #[arg(long, value_enum)]
-    pub target: Target,
+    #[arg(long, value_enum, required_unless_present = "sample")]
+    pub target: Option<Target>,
+    /// Print one of the sample configurations shipped in envoy/ (NAME.yaml), as generated
+    /// from the same model.
+    #[arg(long, value_name = "NAME", hide = true, conflicts_with_all = ["config", "target"])]
+    pub sample: Option<String>,
     /// The trustip.wasm file (envoy, compose: path Envoy loads; istio: a file:// url with its
     /// sha256).
     #[arg(long, value_name = "PATH", conflicts_with = "image")]
@@ -69,42 +75,34 @@ pub struct RenderArgs {
 
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/trustip.wasm";
 
-/// A JSON string literal, also a valid YAML double-quoted scalar.
-pub fn quoted(text: &str) -> String {
-    serde_json::Value::String(text.to_string()).to_string()
-}
-
-/// The proxy_protocol listener filter's `rules` for the TLV keys the policy uses, with the
-/// value encoding the policy expects (`tlv_encoding: base64` keeps binary ids intact).
-pub fn tlv_rules(policy: &Policy, indent: &str) -> String {
-    let keys = &policy.tlv_keys_used;
-    if keys.is_empty() {
-        return format!("{indent}rules: []   # the policy reads no TLVs\n");
+/// trustip with the policy of `file`, loaded by Envoy from `module`.
+pub fn trustip(file: &PolicyFile, module: String) -> Trustip {
+    Trustip {
+        build: Build::Wasm { module },
+        policy: file.policy.clone(),
+        // The policy as one line of JSON, embedded exactly (a YAML scalar, never text
+        // substituted into a template).
+        policy_json: file.compact(),
     }
-    let encoding = match policy.tlv_encoding {
-        TlvEncoding::Raw => "",
-        TlvEncoding::Base64 => ", value_string_encoding: BASE64",
-    };
-    let mut out = format!("{indent}rules:\n");
-    for key in keys {
-        out.push_str(&format!(
-            "{indent}- tlv_type: {}   # 0x{:02X}\n{indent}  on_tlv_present: {{key: {}{encoding}}}\n",
-            key.tlv_type(),
-            key.tlv_type(),
-            key.name()
-        ));
-    }
-    out
 }
 
 pub fn run(args: &RenderArgs) -> Result<u8, CliError> {
-    let file = PolicyFile::load(&args.config)?;
-    if args.image.is_some() && args.target != Target::Istio {
+    if let Some(name) = &args.sample {
+        print!("{}", samples::render(name)?);
+        return Ok(0);
+    }
+    let (Some(config), Some(target)) = (&args.config, args.target) else {
+        return Err(CliError::Usage(
+            "render needs --config FILE and --target".to_string(),
+        ));
+    };
+    let file = PolicyFile::load(config)?;
+    if args.image.is_some() && target != Target::Istio {
         return Err(CliError::Usage(
             "--image is only for --target istio; use --wasm PATH".to_string(),
         ));
     }
-    match args.target {
+    match target {
         Target::Envoy => {
             let wasm = args
                 .wasm
@@ -114,10 +112,10 @@ pub fn run(args: &RenderArgs) -> Result<u8, CliError> {
                 listen: parse_socket_addr("--listen", &args.listen)?,
                 admin: parse_socket_addr("--admin", &args.admin)?,
                 upstream: parse_host_port("--upstream", &args.upstream)?.into_parts(),
-                wasm: wasm.display().to_string(),
                 strict_proxy: args.strict_proxy,
             };
-            print!("{}", envoy::bootstrap(&file, &options));
+            let wiring = envoy::wiring(trustip(&file, wasm.display().to_string()), &options);
+            print!("{}", envoy::bootstrap(&wiring, options.strict_proxy)?);
         }
         Target::Istio => print!("{}", istio::resources(&file, args)?),
         Target::Compose => compose::write(&file, args)?,

@@ -1,0 +1,308 @@
+//! The part of Envoy's v3 API that trustip's configurations use, as serde types. Field order is
+//! the printed order. A `typed_config` is an enum tagged with its `@type`, so a filter and its
+//! configuration type cannot be mixed up.
+
+use serde::Serialize;
+
+#[derive(Serialize)]
+pub struct Bootstrap {
+    pub admin: Admin,
+    pub static_resources: StaticResources,
+}
+
+#[derive(Serialize)]
+pub struct Admin {
+    pub address: Address,
+}
+
+#[derive(Serialize, Clone)]
+pub struct Address {
+    pub socket_address: SocketAddress,
+}
+
+#[derive(Serialize, Clone)]
+pub struct SocketAddress {
+    pub address: String,
+    pub port_value: u16,
+}
+
+impl Address {
+    pub fn new(address: impl Into<String>, port_value: u16) -> Address {
+        Address {
+            socket_address: SocketAddress {
+                address: address.into(),
+                port_value,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct StaticResources {
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Serialize)]
+pub struct Listener {
+    pub name: String,
+    pub address: Address,
+    /// Listener access logs: one line per connection, also for one a network filter closed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub access_log: Vec<AccessLog>,
+    pub listener_filters: Vec<Extension>,
+    pub filter_chains: Vec<FilterChain>,
+}
+
+#[derive(Serialize)]
+pub struct FilterChain {
+    pub filters: Vec<Extension>,
+}
+
+/// A filter (or logger): its extension name and typed configuration.
+#[derive(Serialize)]
+pub struct Extension {
+    pub name: &'static str,
+    pub typed_config: TypedConfig,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "@type")]
+pub enum TypedConfig {
+    #[serde(
+        rename = "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"
+    )]
+    ProxyProtocol(ProxyProtocol),
+    #[serde(
+        rename = "type.googleapis.com/envoy.extensions.filters.network.set_filter_state.v3.Config"
+    )]
+    SetFilterState(SetFilterState),
+    #[serde(rename = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm")]
+    NetworkWasm(Wasm),
+    #[serde(rename = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm")]
+    HttpWasm(Wasm),
+    #[serde(
+        rename = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    )]
+    HttpConnectionManager(Box<HttpConnectionManager>),
+    /// Only the client-address settings: what an Istio patch merges into the gateway's HCM.
+    #[serde(
+        rename = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+    )]
+    HcmClientAddress(HcmClientAddress),
+    #[serde(rename = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy")]
+    TcpProxy(TcpProxy),
+    #[serde(rename = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router")]
+    Router,
+    #[serde(
+        rename = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+    )]
+    StdoutAccessLog(StdoutAccessLog),
+}
+
+pub const PROXY_PROTOCOL: &str = "envoy.filters.listener.proxy_protocol";
+pub const SET_FILTER_STATE: &str = "envoy.filters.network.set_filter_state";
+pub const NETWORK_WASM: &str = "envoy.filters.network.wasm";
+pub const HTTP_WASM: &str = "envoy.filters.http.wasm";
+pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
+pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+pub const ROUTER: &str = "envoy.filters.http.router";
+pub const STDOUT_LOGGER: &str = "envoy.access_loggers.stdout";
+
+#[derive(Serialize)]
+pub struct ProxyProtocol {
+    /// `None` leaves Envoy's (or a patched resource's) setting alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_requests_without_proxy_protocol: Option<bool>,
+    pub tlv_location: &'static str,
+    pub rules: Vec<TlvRule>,
+}
+
+#[derive(Serialize)]
+pub struct TlvRule {
+    pub tlv_type: u8,
+    pub on_tlv_present: TlvKeyValue,
+}
+
+#[derive(Serialize)]
+pub struct TlvKeyValue {
+    pub key: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_string_encoding: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+pub struct SetFilterState {
+    pub on_new_connection: Vec<FilterStateValue>,
+}
+
+#[derive(Serialize)]
+pub struct FilterStateValue {
+    pub object_key: String,
+    pub factory_key: &'static str,
+    pub format_string: FormatString,
+}
+
+#[derive(Serialize)]
+pub struct FormatString {
+    pub text_format_source: InlineString,
+}
+
+#[derive(Serialize)]
+pub struct InlineString {
+    pub inline_string: String,
+}
+
+impl FormatString {
+    pub fn text(text: impl Into<String>) -> FormatString {
+        FormatString {
+            text_format_source: InlineString {
+                inline_string: text.into(),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Wasm {
+    pub config: PluginConfig,
+}
+
+#[derive(Serialize)]
+pub struct PluginConfig {
+    pub name: &'static str,
+    pub root_id: &'static str,
+    pub failure_policy: &'static str,
+    pub vm_config: VmConfig,
+    pub configuration: StringValue,
+}
+
+#[derive(Serialize)]
+pub struct VmConfig {
+    pub vm_id: &'static str,
+    pub runtime: &'static str,
+    pub code: Code,
+}
+
+#[derive(Serialize)]
+pub struct Code {
+    pub local: Local,
+}
+
+#[derive(Serialize)]
+pub struct Local {
+    pub filename: String,
+}
+
+/// `google.protobuf.StringValue` in an `Any`.
+#[derive(Serialize)]
+pub struct StringValue {
+    #[serde(rename = "@type")]
+    pub type_url: &'static str,
+    pub value: String,
+}
+
+impl StringValue {
+    pub fn new(value: impl Into<String>) -> StringValue {
+        StringValue {
+            type_url: "type.googleapis.com/google.protobuf.StringValue",
+            value: value.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct HttpConnectionManager {
+    pub stat_prefix: String,
+    #[serde(flatten)]
+    pub client_address: HcmClientAddress,
+    pub http_filters: Vec<Extension>,
+    pub route_config: RouteConfig,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub access_log: Vec<AccessLog>,
+}
+
+/// How the HCM treats client addresses: trustip's deployments always set all of these.
+#[derive(Serialize)]
+pub struct HcmClientAddress {
+    pub use_remote_address: bool,
+    pub skip_xff_append: bool,
+    pub common_http_protocol_options: HttpProtocolOptions,
+}
+
+#[derive(Serialize)]
+pub struct HttpProtocolOptions {
+    pub headers_with_underscores_action: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct RouteConfig {
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Serialize)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<&'static str>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Serialize)]
+pub struct Route {
+    #[serde(rename = "match")]
+    pub match_: RouteMatch,
+    pub route: RouteAction,
+}
+
+#[derive(Serialize)]
+pub struct RouteMatch {
+    pub prefix: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct RouteAction {
+    pub cluster: String,
+}
+
+#[derive(Serialize)]
+pub struct TcpProxy {
+    pub stat_prefix: String,
+    pub cluster: String,
+}
+
+pub type AccessLog = Extension;
+
+#[derive(Serialize)]
+pub struct StdoutAccessLog {
+    pub log_format: FormatString,
+}
+
+#[derive(Serialize)]
+pub struct Cluster {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub discovery: &'static str,
+    pub connect_timeout: &'static str,
+    pub load_assignment: LoadAssignment,
+}
+
+#[derive(Serialize)]
+pub struct LoadAssignment {
+    pub cluster_name: String,
+    pub endpoints: Vec<LocalityEndpoints>,
+}
+
+#[derive(Serialize)]
+pub struct LocalityEndpoints {
+    pub lb_endpoints: Vec<LbEndpoint>,
+}
+
+#[derive(Serialize)]
+pub struct LbEndpoint {
+    pub endpoint: Endpoint,
+}
+
+#[derive(Serialize)]
+pub struct Endpoint {
+    pub address: Address,
+}
