@@ -33,6 +33,10 @@ pub const REASON_PROPERTY: &str = "trustip.reason";
 /// Envoy prefixes wasm-set properties with `wasm.`: the keys an access log reads.
 pub const WASM_FILTER_STATE_PREFIX: &str = "wasm.";
 
+/// The reason published (and sent in [`REJECT_HEADER`]) when a filter's root_id names the other
+/// role: its traffic is refused.
+pub const MISCONFIGURED_REASON: &str = "misconfigured";
+
 /// The header of a local reply that rejects a request: its value is the reason.
 pub const REJECT_HEADER: &str = "x-trustip-reject";
 

@@ -23,6 +23,18 @@ pub fn plugin_root_id() -> Vec<u8> {
     property(vec!["plugin_root_id"]).unwrap_or_default()
 }
 
+/// Whether the child context Envoy is creating is an HTTP stream (else a network connection).
+/// Only meaningful inside `proxy_on_context_create` (the SDK's `get_type`), where hostcalls act
+/// on the new context: an HTTP stream's info has `request.protocol` (the HTTP connection manager
+/// sets it before any HTTP filter runs); a connection's info has none when the network filters'
+/// contexts are created (`onNewConnection`, before any byte is read).
+pub fn creating_http_stream() -> bool {
+    matches!(
+        hostcalls::get_property(vec!["request", "protocol"]),
+        Ok(Some(_))
+    )
+}
+
 pub fn plugin_configuration() -> Vec<u8> {
     match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
         Ok(value) => value.unwrap_or_default(),

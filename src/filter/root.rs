@@ -14,6 +14,7 @@ use crate::core::decision::Role;
 use crate::core::names::{HTTP_ROOT_ID, NETWORK_ROOT_ID};
 use crate::core::verdict::{evaluate, Verdict};
 use crate::filter::metrics::Metrics;
+use crate::filter::refused::Refused;
 use crate::filter::{host, http, stream};
 
 /// Everything a child context needs, built once per VM by `on_configure`.
@@ -72,6 +73,20 @@ fn compile_shared(config: &[u8]) -> Result<Rc<Policy>, ConfigError> {
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
+    /// Whether a refused child already logged the root_id mismatch: once per root (per worker).
+    warned_mismatch: Rc<Cell<bool>>,
+}
+
+impl Root {
+    /// A refusing child when the kind Envoy is creating contradicts the role the root_id chose.
+    fn refuse(&self, kind: Role) -> Option<Refused> {
+        let role = self.shared.as_ref()?.role;
+        (role != kind).then(|| Refused {
+            kind,
+            role,
+            warned: Rc::clone(&self.warned_mismatch),
+        })
+    }
 }
 
 impl Context for Root {}
@@ -117,14 +132,22 @@ impl RootContext for Root {
         true
     }
 
+    /// The SDK creates the child of the kind this answers, and Envoy then calls only the hooks
+    /// of the kind it is really creating: a wrong answer traps the VM ("invalid context_id").
+    /// So answer what Envoy is creating, not what the root_id says; a mismatch is refused in
+    /// `create_*_context`.
     fn get_type(&self) -> Option<ContextType> {
-        match self.shared.as_ref().map(|s| s.role) {
-            Some(Role::Network) => Some(ContextType::StreamContext),
-            _ => Some(ContextType::HttpContext),
-        }
+        Some(if host::creating_http_stream() {
+            ContextType::HttpContext
+        } else {
+            ContextType::StreamContext
+        })
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if let Some(refused) = self.refuse(Role::Http) {
+            return Some(Box::new(refused));
+        }
         Some(Box::new(http::Request::new(
             context_id,
             self.shared.clone(),
@@ -132,6 +155,9 @@ impl RootContext for Root {
     }
 
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        if let Some(refused) = self.refuse(Role::Network) {
+            return Some(Box::new(refused));
+        }
         Some(Box::new(stream::Connection::new(
             context_id,
             self.shared.clone(),

@@ -70,6 +70,11 @@ class Listener:
     network_plugin: dict | str | None = None
     http_root_id: str = "trustip-http"
     network_root_id: str = "trustip-network"
+    # Both wasm filters' failure_policy, and each one's vm_id ("": Envoy's default, every filter
+    # loading the same code then shares one VM per worker).
+    failure_policy: str = "FAIL_CLOSED"
+    http_vm_id: str = ""
+    network_vm_id: str = ""
     access_log: Path | None = None  # HCM (or tcp_proxy) access log
     connection_log: Path | None = None  # listener access log: one line per connection
     ipv6: bool = True  # also listen on [::1] at the same port
@@ -86,15 +91,17 @@ def _plugin_json(plugin: dict | str) -> str:
     return plugin if isinstance(plugin, str) else json.dumps(plugin)
 
 
-def wasm_plugin(name: str, root_id: str, plugin: dict | str, wasm: Path) -> dict:
+def wasm_plugin(
+    name: str, root_id: str, plugin: dict | str, wasm: Path, *, failure_policy: str = "FAIL_CLOSED", vm_id: str = ""
+) -> dict:
+    vm_config = {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(wasm)}}}
+    if vm_id:
+        vm_config = {"vm_id": vm_id, **vm_config}
     return {
         "name": name,
         "root_id": root_id,
-        "failure_policy": "FAIL_CLOSED",
-        "vm_config": {
-            "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": str(wasm)}},
-        },
+        "failure_policy": failure_policy,
+        "vm_config": vm_config,
         "configuration": {
             "@type": "type.googleapis.com/google.protobuf.StringValue",
             "value": _plugin_json(plugin),
@@ -154,7 +161,14 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
                 "name": "envoy.filters.network.wasm",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
-                    "config": wasm_plugin(f"trustip-{spec.name}-network", spec.network_root_id, plugin, wasm),
+                    "config": wasm_plugin(
+                        f"trustip-{spec.name}-network",
+                        spec.network_root_id,
+                        plugin,
+                        wasm,
+                        failure_policy=spec.failure_policy,
+                        vm_id=spec.network_vm_id,
+                    ),
                 },
             }
         )
@@ -175,7 +189,14 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
                     "name": "envoy.filters.http.wasm",
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                        "config": wasm_plugin(f"trustip-{spec.name}-http", spec.http_root_id, spec.plugin, wasm),
+                        "config": wasm_plugin(
+                            f"trustip-{spec.name}-http",
+                            spec.http_root_id,
+                            spec.plugin,
+                            wasm,
+                            failure_policy=spec.failure_policy,
+                            vm_id=spec.http_vm_id,
+                        ),
                     },
                 }
             )
