@@ -146,6 +146,9 @@ def test_envoy_filter_wiring(rendered):
     assert proxy_protocol["rules"] == [{"tlv_type": 234, "on_tlv_present": {"key": "aws_vpce_id"}}]
     hcm = patches[2]["patch"]["value"]["typed_config"]
     assert hcm["use_remote_address"] is True and hcm["skip_xff_append"] is True
+    # Underscored look-alikes (x_forwarded_for, x_real_ip) never reach trustip or the upstream.
+    assert hcm["common_http_protocol_options"] == {"headers_with_underscores_action": "DROP_HEADER"}
+    assert patches[2]["patch"]["operation"] == "MERGE"
 
 
 # --- the validator itself catches mistakes --------------------------------------------------
