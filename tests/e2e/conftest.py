@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness import envoy as envoy_mod
+from harness import names as shared_names
 from harness.envoy import WASM, EnvoyWithListeners, Listener
 from harness.haproxy import HAProxy
 from harness.upstream import EchoServer
@@ -88,7 +89,7 @@ class Counters:
         for name in names:
             change = after.get(name, 0) - self.before.get(name, 0)
             if change:
-                changes[name.removeprefix("wasmcustom.")] = change
+                changes[name.removeprefix(shared_names.WASM_STATS_PREFIX)] = change
         return changes
 
 

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import net
+from . import names, net
 
 REPO = Path(__file__).resolve().parents[3]
 ENVOY_BIN = Path(os.environ.get("TRUSTIP_ENVOY", REPO / ".venv" / "bin" / "envoy"))
@@ -35,13 +35,13 @@ WELL_KNOWN_TLVS = {
 }
 
 ACCESS_LOG_FORMAT = (
-    "trustip test_id=%REQ(X-TEST-ID)% client_ip=%FILTER_STATE(wasm.trustip.client_ip:PLAIN)% "
-    "reason=%FILTER_STATE(wasm.trustip.reason:PLAIN)% direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% "
+    f"trustip test_id=%REQ(X-TEST-ID)% client_ip=%FILTER_STATE({names.CLIENT_IP_FILTER_STATE}:PLAIN)% "
+    f"reason=%FILTER_STATE({names.REASON_FILTER_STATE}:PLAIN)% direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% "
     "source=%DOWNSTREAM_REMOTE_ADDRESS% status=%RESPONSE_CODE%\n"
 )
 CONNECTION_LOG_FORMAT = (
-    "trustip-connection client_ip=%FILTER_STATE(wasm.trustip.client_ip:PLAIN)% "
-    "reason=%FILTER_STATE(wasm.trustip.reason:PLAIN)% direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% "
+    f"trustip-connection client_ip=%FILTER_STATE({names.CLIENT_IP_FILTER_STATE}:PLAIN)% "
+    f"reason=%FILTER_STATE({names.REASON_FILTER_STATE}:PLAIN)% direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% "
     "source=%DOWNSTREAM_REMOTE_ADDRESS% bytes_received=%BYTES_RECEIVED%\n"
 )
 
@@ -57,19 +57,19 @@ class Listener:
     # The proxy_protocol rules' value_string_encoding (None: Envoy's default, SANITIZED_UTF8).
     tlv_value_encoding: str | None = None
     set_filter_state: bool = True
-    direct_peer_key: str = "trustip.direct_peer"  # the filter-state object set_filter_state fills
+    direct_peer_key: str = names.DIRECT_PEER_KEY  # the filter-state object set_filter_state fills
     network_role: bool = False
     http_role: bool = True
     tcp_proxy: bool = False  # network filters end in tcp_proxy instead of the HCM
     skip_xff_append: bool = True  # what trustip's deployments use; False shows Envoy's habit
     use_remote_address: bool = True  # False: the HCM takes the downstream address from XFF
     # What set_filter_state records: D alone (P then comes from source.address), or
-    # "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%" (D and P in one value).
+    # names.DIRECT_PEER_FORMAT (D and P in one value, as rendered configs do).
     direct_peer_format: str = "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%"
     plugin: dict | str | None = field(default_factory=dict)
     network_plugin: dict | str | None = None
-    http_root_id: str = "trustip-http"
-    network_root_id: str = "trustip-network"
+    http_root_id: str = names.HTTP_ROOT_ID
+    network_root_id: str = names.NETWORK_ROOT_ID
     # Both wasm filters' failure_policy, and each one's vm_id ("": Envoy's default, every filter
     # loading the same code then shares one VM per worker).
     failure_policy: str = "FAIL_CLOSED"
@@ -368,7 +368,7 @@ class Envoy:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             return response.read().decode("utf-8", "replace")
 
-    def stats(self, filter: str = "wasmcustom") -> dict[str, int]:
+    def stats(self, filter: str = names.WASM_STATS_PREFIX.rstrip(".")) -> dict[str, int]:
         """Admin `/stats?filter=...` (plain text) as a dict of counters and gauges."""
         text = self.admin(f"/stats?filter={filter}")
         result = {}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-REJECT_REASONS = ("untrusted_proxy", "missing_proxy", "tlv", "denied", "no_direct_peer")
+from . import names
+
+REJECT_REASONS = names.REJECT_REASONS
 OUTCOME_WORDS = ("accept", "reject", "shadow")
 
 
