@@ -17,12 +17,14 @@ was used, so "no PROXY" cases simply omit --proxy."""
 from __future__ import annotations
 
 import re
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
 
 from cli_support import RenderedEnvoy, cli, render_envoy, scratch_dir, write_policy  # noqa: F401
-from harness import client
+from harness import client, names
 
 VPCE_OK, VPCE_BAD = "vpce-0a1b2c3d4e5f", "vpce-0badbadbad00"
 
@@ -178,8 +180,8 @@ def proxy_header(case: Case) -> bytes:
     return b""
 
 
-def explain_args(case: Case, policy_path) -> list[str]:
-    args = ["explain", "--config", str(policy_path), "--peer", case.peer, "--json"]
+def explain_args(case: Case, policy_path, *, peer: str | None = None) -> list[str]:
+    args = ["explain", "--config", str(policy_path), "--peer", peer or case.peer, "--json"]
     if case.proxy:
         host = f"[{case.source}]" if ":" in case.source else case.source
         args += ["--proxy", f"{host}:{case.source_port}"]
@@ -251,6 +253,7 @@ def test_explain_agrees_with_envoy(case: Case, cli, policy_files, envoys, echo):
 
     instance, port = envoys[case.policy]
     path = f"/explain/{case.name}"
+    before = instance.stats()
     response = client.request(port, case.headers, source=case.peer, proxy=proxy_header(case), path=path)
 
     network_said = network.json()
@@ -278,6 +281,37 @@ def test_explain_agrees_with_envoy(case: Case, cli, policy_files, envoys, echo):
     assert f" client={last['client_ip'] or '-'} " in line, (last, line)
     if said["action"] == "reject":
         assert network_said["reason"] == said["reason"], (said, network_said)
+
+    # The counters Envoy moved are the ones explain lists: the network role's for the
+    # connection, then the HTTP role's for the request when the connection went on.
+    after = instance.stats()
+    moved = Counter(
+        {
+            name.removeprefix(names.WASM_STATS_PREFIX): after.get(name, 0) - before.get(name, 0)
+            for name in set(after) | set(before)
+            if after.get(name, 0) != before.get(name, 0)
+        }
+    )
+    expected = Counter(network_said["counters"])
+    if said["action"] == "accept":
+        expected += Counter(said["counters"])
+    assert moved == expected, (said, network_said)
+
+    # The log lines Envoy wrote are the ones explain prints (given the connection's real port).
+    peer_with_port = f"{case.peer}:{response.local_port}"
+    for role, ran in (("network", True), ("http", said["action"] == "accept")):
+        run = cli.run(*explain_args(case, policy_files[case.policy], peer=peer_with_port), "--role", role, expect=None)
+        log = run.json()["log"]
+        if log is None or not ran:
+            continue
+        body = log.split("]: ", 1)[1]
+        deadline = time.monotonic() + 5
+        while not any(
+            f"trustip[{role} ctx " in line and line.endswith(f"]: {body}")
+            for line in instance.log_text().splitlines()
+        ):
+            assert time.monotonic() < deadline, (role, log)
+            time.sleep(0.05)
 
 
 def test_explain_text_says_shadow(cli, policy_files):  # noqa: F811
