@@ -7,6 +7,7 @@ import pytest
 
 from harness import client
 from harness.envoy import Listener
+from harness import names
 from harness.expect import chain
 
 LB = "127.0.0.5"
@@ -16,20 +17,8 @@ BASE = {
     "rules": [{"from": [f"{LB}/32"], "proxy_protocol": "require"}],
     "xff": {"trusted": ["173.245.48.0/20", "2400:cb00::/32"]},
 }
-DEFAULT_STRIP = [
-    "x-real-ip",
-    "true-client-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "forwarded",
-    "x-original-forwarded-for",
-    "client-ip",
-    "x-originating-ip",
-    "forwarded-for",
-    "x-forwarded",
-]
+# The filter's default strip list, as the core defines it (src/core/names.rs).
+DEFAULT_STRIP = list(names.DEFAULT_STRIP)
 
 
 def plugin(**headers) -> dict:
