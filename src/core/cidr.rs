@@ -343,6 +343,8 @@ impl CidrTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

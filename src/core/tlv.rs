@@ -241,6 +241,8 @@ pub fn encode(key: TlvKey, text: &str) -> Result<Vec<u8>, TlvEncodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn decodes_well_known_values() {
