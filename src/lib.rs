@@ -9,3 +9,6 @@ pub mod core;
 // The glue needs the host's imports; the wasm test binaries run under a plain WASI runtime.
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod filter;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native;

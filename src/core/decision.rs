@@ -14,10 +14,14 @@ use crate::core::xff::{walk, Walk, WalkEnd};
 /// Which filter is deciding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// `envoy.filters.network.wasm`: once per connection, no headers.
+    /// `envoy.filters.network.wasm` or the native network filter: once per connection, no
+    /// headers.
     Network,
-    /// `envoy.filters.http.wasm`: per request, with headers.
+    /// `envoy.filters.http.wasm` or the native HTTP filter: per request, with headers.
     Http,
+    /// The native listener filter: once per connection, before any network filter; hands its
+    /// decision (with the TLVs the headers need) to the HTTP filter.
+    Listener,
 }
 
 impl Role {
@@ -25,7 +29,13 @@ impl Role {
         match self {
             Role::Network => "network",
             Role::Http => "http",
+            Role::Listener => "listener",
         }
+    }
+
+    /// Per connection (closes a refused connection) rather than per request.
+    pub fn per_connection(self) -> bool {
+        self != Role::Http
     }
 }
 
@@ -418,7 +428,9 @@ pub fn decide_connection(
         if decision.rejection.is_none() {
             decision.client = Some(source.ip);
             decision.via = Via::Proxy;
-            if role == Role::Http {
+            // The TLV values the header mapping writes: read now by the roles that write
+            // headers or hand the decision to the one that does.
+            if role != Role::Network {
                 for (key, _) in &policy.headers.tlv {
                     if let (Ok(value), Some(slot)) =
                         (cache.get(*key), decision.tlvs.get_mut(key.index()))

@@ -6,6 +6,7 @@ pub mod addr;
 pub mod cidr;
 pub mod config;
 pub mod decision;
+pub mod handoff;
 pub mod headers;
 pub mod inputs;
 pub mod names;

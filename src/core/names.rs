@@ -14,6 +14,22 @@ pub const HTTP_ROOT_ID: &str = "trustip-http";
 pub const NETWORK_VM_ID: &str = "trustip-network";
 pub const HTTP_VM_ID: &str = "trustip-http";
 
+/// The native build's `filter_name`s (Envoy dynamic module), one per filter type.
+pub const LISTENER_FILTER_NAME: &str = "trustip-listener";
+pub const NETWORK_FILTER_NAME: &str = "trustip-network";
+pub const HTTP_FILTER_NAME: &str = "trustip-http";
+/// The native module's file name as `cargo build --release` writes it, and the name Envoy's
+/// `dynamic_module_config.module.name` finds on `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
+pub const NATIVE_MODULE_FILE: &str = "libtrustip.so";
+/// The `metrics_namespace` rendered configs give the native module: its counters then read
+/// `trustip.<role>.<outcome>` in `/stats`, the wasm build's names without `wasmcustom.`.
+pub const NATIVE_METRICS_NAMESPACE: &str = "trustip";
+/// The dynamic-module ABI version the native build reports (Envoy 1.40).
+pub const NATIVE_ABI_VERSION: &str = "v0.2.0";
+/// Filter state where the native listener filter leaves its connection decision for the
+/// native HTTP filter ([`crate::core::handoff`]).
+pub const DECISION_FILTER_STATE: &str = "trustip.decision";
+
 /// The filter-state object holding the direct peer D (and P after a space), written by
 /// `envoy.filters.network.set_filter_state` on new connections.
 pub const DEFAULT_DIRECT_PEER_KEY: &str = "trustip.direct_peer";
@@ -27,9 +43,15 @@ pub const TLV_FILTER_STATE: &str = "envoy.network.proxy_protocol.tlv";
 /// The proxy_protocol listener filter's dynamic-metadata namespace (default `tlv_location`).
 pub const PROXY_PROTOCOL_METADATA: &str = "envoy.filters.listener.proxy_protocol";
 
-/// The decision, published by the wasm build with `set_property` (names as trustip writes them).
+/// The decision, published in filter state: by the wasm build with `set_property` (Envoy then
+/// prefixes [`WASM_FILTER_STATE_PREFIX`]), by the native build under these very names.
 pub const CLIENT_IP_PROPERTY: &str = "trustip.client_ip";
 pub const REASON_PROPERTY: &str = "trustip.reason";
+/// The native build's per-connection filters (listener, network) publish their decision under
+/// these (connection life span); its HTTP filter uses the two names above (request life span):
+/// Envoy refuses one name with two life spans.
+pub const CONNECTION_CLIENT_IP_STATE: &str = "trustip.connection.client_ip";
+pub const CONNECTION_REASON_STATE: &str = "trustip.connection.reason";
 /// Envoy prefixes wasm-set properties with `wasm.`: the keys an access log reads.
 pub const WASM_FILTER_STATE_PREFIX: &str = "wasm.";
 
@@ -67,4 +89,9 @@ pub const DEFAULT_STRIP: &[&str] = &[
 /// `trustip.<role>.<counter>`.
 pub fn metric_name(role: Role, counter: Counter) -> String {
     format!("{METRIC_PREFIX}.{}.{}", role.name(), counter.name())
+}
+
+/// The name the native build defines under [`NATIVE_METRICS_NAMESPACE`]: `<role>.<counter>`.
+pub fn native_counter_name(role: Role, counter: Counter) -> String {
+    format!("{}.{}", role.name(), counter.name())
 }

@@ -63,7 +63,7 @@ impl Outcome {
 pub enum Action {
     /// Let it through (after applying the header plan).
     Continue,
-    /// Network role: close the connection before any byte goes further.
+    /// Listener and network roles: close the connection before any byte goes further.
     Close,
     /// HTTP role: answer locally with this status, [`names::REJECT_HEADER`] carrying the reason.
     Respond { status: u16 },
@@ -139,6 +139,26 @@ pub fn evaluate<'p>(policy: &'p Policy, role: Role, host: &mut impl Host) -> Ver
         None => host.source().as_deref().and_then(Peer::parse),
     };
     let connection = decide_connection(policy, role, direct, source, &mut |key| host.tlv(key));
+    carry_on(policy, role, host, connection)
+}
+
+/// The HTTP role's verdict on a request of a connection already decided by the listener
+/// filter (native build): the connection part is taken as is, the request part is decided.
+pub fn evaluate_request<'p>(
+    policy: &'p Policy,
+    connection: ConnectionDecision,
+    host: &mut impl Host,
+) -> Verdict<'p> {
+    carry_on(policy, Role::Http, host, connection)
+}
+
+/// From a connection decision to the role's verdict.
+fn carry_on<'p>(
+    policy: &'p Policy,
+    role: Role,
+    host: &mut impl Host,
+    connection: ConnectionDecision,
+) -> Verdict<'p> {
     let log = rejection_log(&connection);
     let hint = match (&connection.rejection, connection.direct_peer) {
         (Some(_), Observed::Absent | Observed::Malformed) => {
@@ -165,11 +185,12 @@ pub fn evaluate<'p>(policy: &'p Policy, role: Role, host: &mut impl Host) -> Ver
         return Verdict {
             role,
             outcome: outcome_of_connection,
-            action: match role {
-                Role::Network => Action::Close,
-                Role::Http => Action::Respond {
+            action: if role.per_connection() {
+                Action::Close
+            } else {
+                Action::Respond {
                     status: policy.reject_status,
-                },
+                }
             },
             headers: Vec::new(),
             client: None,
@@ -184,25 +205,24 @@ pub fn evaluate<'p>(policy: &'p Policy, role: Role, host: &mut impl Host) -> Ver
         counters.push((Counter::Shadow(reason), 1));
     }
 
-    let (client, headers, request) = match role {
-        Role::Network => (connection.client, Vec::new(), None),
-        Role::Http => {
-            let mut view = HeaderView::new(|name: &str| host.header(name));
-            let decision = decide_request(policy, connection.clone(), &mut view);
-            if decision.stripped > 0 {
-                counters.push((Counter::HeadersStripped, decision.stripped));
-            }
-            match decision.walk_end {
-                WalkEnd::Malformed => counters.push((Counter::XffMalformed, 1)),
-                WalkEnd::Limit => counters.push((Counter::XffTruncated, 1)),
-                _ => {}
-            }
-            let part = RequestPart {
-                chain: decision.chain,
-                walk_end: decision.walk_end,
-            };
-            (decision.client, view.ops, Some(part))
+    let (client, headers, request) = if role.per_connection() {
+        (connection.client, Vec::new(), None)
+    } else {
+        let mut view = HeaderView::new(|name: &str| host.header(name));
+        let decision = decide_request(policy, connection.clone(), &mut view);
+        if decision.stripped > 0 {
+            counters.push((Counter::HeadersStripped, decision.stripped));
         }
+        match decision.walk_end {
+            WalkEnd::Malformed => counters.push((Counter::XffMalformed, 1)),
+            WalkEnd::Limit => counters.push((Counter::XffTruncated, 1)),
+            _ => {}
+        }
+        let part = RequestPart {
+            chain: decision.chain,
+            walk_end: decision.walk_end,
+        };
+        (decision.client, view.ops, Some(part))
     };
     let moved = client.is_some() && client != connection.client;
     let accept = match (moved, connection.via) {

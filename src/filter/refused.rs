@@ -30,7 +30,8 @@ impl Refused {
     fn refuse(&self) {
         if !self.warned.replace(true) {
             let (filter, wanted, outcome) = match self.kind {
-                Role::Network => (
+                // (The wasm build has no listener filter.)
+                Role::Network | Role::Listener => (
                     "envoy.filters.network.wasm",
                     NETWORK_ROOT_ID,
                     "every connection through this filter is closed",

@@ -1,0 +1,270 @@
+//! The connection decision as one line of text, so that the native listener filter can hand it
+//! to the native HTTP filter through filter state: the HTTP filter then decides each request
+//! from the listener's verdict on the connection instead of judging D and P again (after the
+//! listener has set the remote address to C, P is no longer the PROXY header's source).
+//!
+//! `v1 <direct> <source> <rule> <flags> <rejection> <client> <tlv>x5`, fields separated by one
+//! space; `-` for none; TLV values in hex. The rejection's detail is not carried (the listener
+//! logged it). Anything else decodes to `None`.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use crate::core::addr::Peer;
+use crate::core::config::Policy;
+use crate::core::decision::{ConnectionDecision, Observed, RejectReason, Rejection, Via};
+use crate::core::tlv::TlvKey;
+
+const VERSION: &str = "v1";
+
+fn peer_text(peer: Option<Peer>) -> String {
+    peer.map_or_else(|| "-".to_string(), |p| p.to_string())
+}
+
+fn hex(text: &str) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(text.len() * 2);
+    for byte in text.bytes() {
+        for nibble in [byte >> 4, byte & 0x0f] {
+            if let Some(digit) = DIGITS.get(usize::from(nibble)) {
+                out.push(char::from(*digit));
+            }
+        }
+    }
+    out
+}
+
+fn unhex(text: &str) -> Option<String> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = text
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(pair, 16).ok()
+        })
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The decision as the listener publishes it.
+pub fn encode(decision: &ConnectionDecision) -> String {
+    let direct = match decision.direct_peer {
+        Observed::Present(peer) => peer.to_string(),
+        Observed::Absent => "absent".to_string(),
+        Observed::Malformed => "malformed".to_string(),
+    };
+    let flags = [
+        if decision.proxy_present { 'P' } else { '-' },
+        match decision.via {
+            Via::Proxy => 'p',
+            Via::Direct => 'd',
+        },
+        if decision.proxy_ignored { 'I' } else { '-' },
+    ];
+    let mut fields = vec![
+        VERSION.to_string(),
+        direct,
+        peer_text(decision.source),
+        decision
+            .rule
+            .map_or_else(|| "-".to_string(), |r| r.to_string()),
+        flags.iter().collect(),
+        decision
+            .rejection
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |r| r.reason.name().to_string()),
+        decision
+            .client
+            .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+    ];
+    for key in TlvKey::ALL {
+        fields.push(decision.tlv(key).map_or_else(|| "-".to_string(), hex));
+    }
+    fields.join(" ")
+}
+
+/// The decision the listener published, for this policy (its mode); `None` when the text is not
+/// one [`encode`] writes.
+pub fn decode(policy: &Policy, text: &[u8]) -> Option<ConnectionDecision> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut fields = text.split(' ');
+    if fields.next()? != VERSION {
+        return None;
+    }
+    let direct_peer = match fields.next()? {
+        "absent" => Observed::Absent,
+        "malformed" => Observed::Malformed,
+        other => Observed::Present(Peer::parse(other.as_bytes())?),
+    };
+    let source = match fields.next()? {
+        "-" => None,
+        other => Some(Peer::parse(other.as_bytes())?),
+    };
+    let rule = match fields.next()? {
+        "-" => None,
+        other => Some(
+            other
+                .parse::<usize>()
+                .ok()
+                .filter(|r| *r < policy.rules.len())?,
+        ),
+    };
+    let (proxy_present, via, proxy_ignored) = match fields.next()?.as_bytes() {
+        [present, via, ignored] => (
+            match present {
+                b'P' => true,
+                b'-' => false,
+                _ => return None,
+            },
+            match via {
+                b'p' => Via::Proxy,
+                b'd' => Via::Direct,
+                _ => return None,
+            },
+            match ignored {
+                b'I' => true,
+                b'-' => false,
+                _ => return None,
+            },
+        ),
+        _ => return None,
+    };
+    let rejection = match fields.next()? {
+        "-" => None,
+        name => Some(Rejection {
+            reason: RejectReason::ALL.into_iter().find(|r| r.name() == name)?,
+            detail: None,
+        }),
+    };
+    let client = match fields.next()? {
+        "-" => None,
+        other => Some(IpAddr::from_str(other).ok()?),
+    };
+    let mut tlvs: [Option<String>; 5] = Default::default();
+    for slot in &mut tlvs {
+        *slot = match fields.next()? {
+            "-" => None,
+            other => Some(unhex(other)?),
+        };
+    }
+    if fields.next().is_some() {
+        return None;
+    }
+    Some(ConnectionDecision {
+        mode: policy.mode,
+        direct_peer,
+        source,
+        rule,
+        proxy_present,
+        rejection,
+        client,
+        via,
+        proxy_ignored,
+        tlvs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::decision::{decide_connection, Role};
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const POLICY: &str = r#"{"mode":"shadow","rules":[
+        {"from":["127.0.0.5"],"proxy_protocol":"require","tlvs":{"aws_vpce_id":["vpce-1"]}},
+        {"from":["127.0.0.6"],"proxy_protocol":"ignore"},
+        {"from":["::1"],"proxy_protocol":"use"}],
+      "headers":{"tlv":{"aws_vpce_id":"x-vpce","authority":"x-authority"}}}"#;
+
+    fn peer(text: &str) -> Option<Peer> {
+        Peer::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn every_decision_survives_the_handoff() {
+        let policy = Policy::from_json(POLICY.as_bytes()).unwrap();
+        let mut aws = b"\x01vpce-1".to_vec();
+        let authority = b"api.example.com".to_vec();
+        let inputs: &[(Observed<Peer>, Option<Peer>, bool)] = &[
+            (
+                Observed::Present(peer("127.0.0.5:1").unwrap()),
+                peer("203.0.113.9:5"),
+                true,
+            ),
+            (
+                Observed::Present(peer("127.0.0.5:1").unwrap()),
+                peer("203.0.113.9:5"),
+                false,
+            ),
+            (
+                Observed::Present(peer("127.0.0.5:1").unwrap()),
+                peer("127.0.0.5:1"),
+                true,
+            ),
+            (
+                Observed::Present(peer("127.0.0.6:1").unwrap()),
+                peer("203.0.113.9:5"),
+                true,
+            ),
+            (
+                Observed::Present(peer("127.0.0.66:1").unwrap()),
+                peer("203.0.113.9:5"),
+                true,
+            ),
+            (
+                Observed::Present(peer("[::1]:1").unwrap()),
+                peer("[2001:db8::9]:5"),
+                true,
+            ),
+            (Observed::Absent, peer("203.0.113.9:5"), true),
+            (Observed::Malformed, None, true),
+        ];
+        let mut seen_tlv = false;
+        for (direct, source, good_tlv) in inputs {
+            if !good_tlv {
+                aws = b"\x01vpce-2".to_vec();
+            }
+            let mut tlvs = |key: TlvKey| match key {
+                TlvKey::AwsVpceId => Some(aws.clone()),
+                TlvKey::Authority => Some(authority.clone()),
+                _ => None,
+            };
+            let decision = decide_connection(&policy, Role::Listener, *direct, *source, &mut tlvs);
+            seen_tlv |= decision.tlv(TlvKey::Authority).is_some();
+            let text = encode(&decision);
+            assert!(!text.contains('\n'), "{text}");
+            let back = decode(&policy, text.as_bytes()).unwrap();
+            let mut expected = decision.clone();
+            if let Some(rejection) = &mut expected.rejection {
+                rejection.detail = None;
+            }
+            assert_eq!(back, expected, "{text}");
+        }
+        assert!(seen_tlv, "no case carried a TLV value");
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        let policy = Policy::from_json(POLICY.as_bytes()).unwrap();
+        let good = "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - -";
+        assert!(decode(&policy, good.as_bytes()).is_some());
+        for bad in [
+            "",
+            "v2 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - -",
+            "v1 127.0.0.5:1 203.0.113.9:5 3 Pp- - 203.0.113.9 - - - - -", // no rule 3
+            "v1 127.0.0.5:1 203.0.113.9:5 0 Px- - 203.0.113.9 - - - - -",
+            "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- nope 203.0.113.9 - - - - -",
+            "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.999 - - - - -",
+            "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - abc",
+            "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - - extra",
+            "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - -",
+        ] {
+            assert_eq!(decode(&policy, bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(decode(&policy, b"v1 \xff"), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! A native filter's configuration: its role (from `filter_name`), the compiled policy (from
+//! `filter_config`), its counters. Built once on Envoy's main thread and shared, immutable, by
+//! every worker thread.
+
+use crate::core::config::Policy;
+use crate::core::decision::{Counter, Role};
+use crate::core::names;
+use crate::core::verdict::Verdict;
+
+pub struct NativeConfig {
+    pub role: Role,
+    pub policy: Policy,
+    counters: [Option<usize>; Counter::COUNT],
+}
+
+/// Why `config_new` refuses a configuration: one line, the wasm build's text for a bad policy.
+pub fn refusal(expected: Role, name: &[u8], config: &[u8]) -> Result<(), String> {
+    let wanted = filter_name(expected);
+    if name != wanted.as_bytes() {
+        return Err(format!(
+            "trustip: invalid configuration: filter_name: {}: must be \"{wanted}\" for the {} filter",
+            crate::core::config::quoted(&String::from_utf8_lossy(name)),
+            expected.name()
+        ));
+    }
+    Policy::from_json(config)
+        .map(|_| ())
+        .map_err(|err| format!("trustip: invalid configuration: {err}"))
+}
+
+pub fn filter_name(role: Role) -> &'static str {
+    match role {
+        Role::Listener => names::LISTENER_FILTER_NAME,
+        Role::Network => names::NETWORK_FILTER_NAME,
+        Role::Http => names::HTTP_FILTER_NAME,
+    }
+}
+
+impl NativeConfig {
+    /// Checks `filter_name` against the filter type and compiles the policy; defines the role's
+    /// counters through `define` (which returns the counter id).
+    pub fn new(
+        role: Role,
+        name: &[u8],
+        config: &[u8],
+        mut define: impl FnMut(&str) -> Option<usize>,
+    ) -> Result<NativeConfig, String> {
+        refusal(role, name, config)?;
+        let policy = Policy::from_json(config)
+            .map_err(|err| format!("trustip: invalid configuration: {err}"))?;
+        let mut counters = [None; Counter::COUNT];
+        for counter in Counter::for_role(role) {
+            if let Some(slot) = counters.get_mut(counter.index()) {
+                *slot = define(&names::native_counter_name(role, counter));
+            }
+        }
+        Ok(NativeConfig {
+            role,
+            policy,
+            counters,
+        })
+    }
+
+    pub fn configured_line(&self) -> String {
+        format!(
+            "trustip: configured {} filter: {} rules, {} trusted XFF blocks",
+            self.role.name(),
+            self.policy.rules.len(),
+            self.policy.xff_trusted_count
+        )
+    }
+
+    /// Logs and counts a verdict: what every native filter does with it before its action. (The
+    /// verdict's hint is about the wasm build's set_filter_state; this build reads D natively.)
+    pub fn report(
+        &self,
+        verdict: &Verdict,
+        log: &mut impl FnMut(&str),
+        increment: &mut impl FnMut(usize, u64),
+    ) {
+        if let Some(line) = verdict.log_line(0) {
+            log(&line);
+        }
+        for (counter, by) in &verdict.counters {
+            if let Some(id) = self.counters.get(counter.index()).copied().flatten() {
+                increment(id, u64::from(*by));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_the_wrong_filter_name_and_a_bad_policy_in_one_line() {
+        let define = |_: &str| Some(0);
+        let wrong = NativeConfig::new(Role::Listener, b"trustip-http", b"{}", define)
+            .err()
+            .unwrap();
+        assert_eq!(
+            wrong,
+            "trustip: invalid configuration: filter_name: \"trustip-http\": must be \"trustip-listener\" for the listener filter"
+        );
+        let bad = NativeConfig::new(Role::Http, b"trustip-http", br#"{"mode":"audit"}"#, define)
+            .err()
+            .unwrap();
+        // The same text the wasm build logs for the same policy.
+        let wasm = Policy::from_json(br#"{"mode":"audit"}"#).unwrap_err();
+        assert_eq!(bad, format!("trustip: invalid configuration: {wasm}"));
+        let name = NativeConfig::new(Role::Network, b"a\nb", b"{}", define)
+            .err()
+            .unwrap();
+        assert!(!name.contains('\n'), "{name}");
+    }
+
+    #[test]
+    fn defines_the_counters_of_its_role() {
+        let mut defined = Vec::new();
+        let config = NativeConfig::new(Role::Listener, b"trustip-listener", b"{}", |name| {
+            defined.push(name.to_string());
+            Some(defined.len())
+        })
+        .unwrap();
+        assert_eq!(config.role, Role::Listener);
+        assert!(defined.contains(&"listener.reject_untrusted_proxy".to_string()));
+        assert!(!defined.iter().any(|n| n.ends_with("accept_xff")));
+        assert_eq!(
+            config.configured_line(),
+            "trustip: configured listener filter: 0 rules, 0 trusted XFF blocks"
+        );
+    }
+}

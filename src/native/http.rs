@@ -1,0 +1,242 @@
+//! `trustip-http`: the request part of the decision (X-Forwarded-For walk, header plan, local
+//! reply), from the listener filter's decision on the connection when it ran, deciding the
+//! connection itself from D and P when it runs alone.
+
+use crate::core::decision::Role;
+use crate::core::handoff;
+use crate::core::headers::HeaderOp;
+use crate::core::names;
+use crate::core::tlv::TlvKey;
+use crate::core::verdict::{evaluate, evaluate_request, local_reply_body, Action, Host};
+use crate::native::config::NativeConfig;
+use crate::native::ops::{tlv_from_filter_state, HttpOps};
+
+struct StreamHost<'a, O: HttpOps> {
+    ops: &'a mut O,
+    tlv_state: Option<Option<Vec<u8>>>,
+}
+
+impl<O: HttpOps> Host for StreamHost<'_, O> {
+    fn direct_peer(&mut self, _key: &str) -> Option<Vec<u8>> {
+        self.ops.direct_remote()
+    }
+
+    fn source(&mut self) -> Option<Vec<u8>> {
+        self.ops.source_address()
+    }
+
+    fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.ops.header(name)
+    }
+
+    fn tlv(&mut self, key: TlvKey) -> Option<Vec<u8>> {
+        let state = self
+            .tlv_state
+            .get_or_insert_with(|| self.ops.filter_state_typed(names::TLV_FILTER_STATE));
+        state
+            .as_deref()
+            .and_then(|json| tlv_from_filter_state(json, key.name()))
+    }
+}
+
+/// `on_request_headers`: true to continue, false when the request was answered locally.
+pub fn on_request_headers(
+    config: &NativeConfig,
+    ops: &mut impl HttpOps,
+    log: &mut impl FnMut(&str),
+) -> bool {
+    let policy = &config.policy;
+    let prior = ops.filter_state_bytes(names::DECISION_FILTER_STATE);
+    let mut host = StreamHost {
+        ops,
+        tlv_state: None,
+    };
+    let verdict = match prior.as_deref().map(|bytes| handoff::decode(policy, bytes)) {
+        Some(Some(connection)) => evaluate_request(policy, connection, &mut host),
+        Some(None) => {
+            log("trustip: http: the listener filter's decision is unreadable; deciding again");
+            evaluate(policy, Role::Http, &mut host)
+        }
+        None => evaluate(policy, Role::Http, &mut host),
+    };
+    config.report(&verdict, log, &mut |id, by| ops.increment(id, by));
+    for op in &verdict.headers {
+        match op {
+            HeaderOp::Set(name, value) if !value.is_empty() => ops.set_header(name, value),
+            // Envoy's set_header removes a header given an empty value: say so explicitly.
+            HeaderOp::Set(name, _) | HeaderOp::Remove(name) => ops.remove_header(name),
+        }
+    }
+    ops.set_filter_state(names::REASON_PROPERTY, verdict.reason().as_bytes());
+    if let Some(client) = verdict.client_text() {
+        ops.set_filter_state(names::CLIENT_IP_PROPERTY, &client);
+    }
+    match verdict.action {
+        Action::Continue => true,
+        Action::Respond { status } => {
+            let reason = verdict.reason();
+            ops.send_response(
+                status,
+                &[
+                    ("content-type", "text/plain"),
+                    (names::REJECT_HEADER, reason),
+                ],
+                local_reply_body(reason).as_bytes(),
+            );
+            false
+        }
+        Action::Close => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::decision::Counter;
+    use crate::core::headers::HeaderList;
+    use crate::native::listener::on_accept;
+    use crate::native::listener::tests::{address, config, FakeConnection};
+
+    /// A local reply: status, headers, body.
+    type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
+    #[derive(Default)]
+    struct FakeStream {
+        direct: Option<Vec<u8>>,
+        source: Option<Vec<u8>>,
+        headers: HeaderList,
+        state: Vec<(String, Vec<u8>)>,
+        tlv_state: Option<Vec<u8>>,
+        response: Option<Response>,
+        counters: Vec<(usize, u64)>,
+    }
+
+    impl HttpOps for FakeStream {
+        fn direct_remote(&mut self) -> Option<Vec<u8>> {
+            self.direct.clone()
+        }
+        fn source_address(&mut self) -> Option<Vec<u8>> {
+            self.source.clone()
+        }
+        fn header(&mut self, name: &str) -> Option<Vec<u8>> {
+            self.headers.get(name)
+        }
+        fn set_header(&mut self, name: &str, value: &[u8]) {
+            self.headers.set(name, value);
+        }
+        fn remove_header(&mut self, name: &str) {
+            self.headers.remove(name);
+        }
+        fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+            let headers = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            self.response = Some((status, headers, body.to_vec()));
+        }
+        fn filter_state_bytes(&mut self, key: &str) -> Option<Vec<u8>> {
+            self.state
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        }
+        fn filter_state_typed(&mut self, _key: &str) -> Option<Vec<u8>> {
+            self.tlv_state.clone()
+        }
+        fn set_filter_state(&mut self, key: &str, value: &[u8]) {
+            self.state.push((key.to_string(), value.to_vec()));
+        }
+        fn increment(&mut self, counter_id: usize, by: u64) {
+            self.counters.push((counter_id, by));
+        }
+    }
+
+    const POLICY: &str = r#"{"mode":"shadow","xff":{"trusted":["10.0.0.0/8"]},
+        "headers":{"set":["x-envoy-external-address","x-real-ip"]}}"#;
+
+    #[test]
+    fn alone_it_decides_the_connection_and_rejects_locally() {
+        let config = config(Role::Http, r#"{"reject_status":429}"#);
+        let mut stream = FakeStream {
+            direct: Some(b"127.0.0.66:1".to_vec()),
+            source: Some(b"203.0.113.9:2".to_vec()),
+            ..FakeStream::default()
+        };
+        stream.headers.append("x-forwarded-for", b"1.1.1.1");
+        assert!(!on_request_headers(&config, &mut stream, &mut |_: &str| {}));
+        let (status, headers, body) = stream.response.unwrap();
+        assert_eq!(status, 429);
+        assert!(headers.contains(&(
+            "x-trustip-reject".to_string(),
+            "untrusted_proxy".to_string()
+        )));
+        assert_eq!(body, b"trustip: rejected (untrusted_proxy)\n");
+        assert_eq!(
+            stream.headers.get("x-forwarded-for"),
+            Some(b"1.1.1.1".to_vec())
+        );
+    }
+
+    #[test]
+    fn after_the_listener_it_keeps_the_listener_s_shadow_decision() {
+        // The listener saw an untrusted PROXY claim in shadow mode and set the remote address
+        // back to the peer: alone, the HTTP filter would see no PROXY at all.
+        let listener = config(Role::Listener, POLICY);
+        let mut connection = FakeConnection {
+            direct: address("10.1.2.3", 1),
+            remote: address("203.0.113.9", 2),
+            ..FakeConnection::default()
+        };
+        assert!(on_accept(&listener, &mut connection, &mut |_: &str| {}));
+        let config = config(Role::Http, POLICY);
+        let mut stream = FakeStream {
+            direct: Some(b"10.1.2.3:1".to_vec()),
+            source: Some(b"10.1.2.3:1".to_vec()),
+            state: connection.state.clone(),
+            ..FakeStream::default()
+        };
+        stream.headers.append("x-forwarded-for", b"198.51.100.7");
+        stream.headers.append("x-real-ip", b"6.6.6.6");
+        assert!(on_request_headers(&config, &mut stream, &mut |_: &str| {}));
+        assert_eq!(
+            stream.filter_state_bytes("trustip.reason").as_deref(),
+            Some(&b"shadow_untrusted_proxy"[..])
+        );
+        // C = the peer 10.1.2.3 is trusted: the walk reaches 198.51.100.7.
+        assert_eq!(
+            stream.headers.get("x-real-ip"),
+            Some(b"198.51.100.7".to_vec())
+        );
+        assert_eq!(
+            stream.headers.get("x-forwarded-for"),
+            Some(b"198.51.100.7, 10.1.2.3".to_vec())
+        );
+        assert_eq!(
+            stream.counters,
+            vec![
+                (
+                    Counter::Shadow(crate::core::decision::RejectReason::UntrustedProxy).index(),
+                    1
+                ),
+                (Counter::AcceptXff.index(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_handoff_is_logged_and_decided_again() {
+        let config = config(Role::Http, "{}");
+        let mut stream = FakeStream {
+            direct: Some(b"127.0.0.66:1".to_vec()),
+            source: Some(b"127.0.0.66:1".to_vec()),
+            ..FakeStream::default()
+        };
+        stream.set_filter_state("trustip.decision", b"garbage");
+        let mut lines = Vec::new();
+        assert!(on_request_headers(&config, &mut stream, &mut |l: &str| {
+            lines.push(l.to_string())
+        }));
+        assert!(lines[0].contains("unreadable"));
+    }
+}
