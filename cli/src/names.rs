@@ -17,6 +17,11 @@ pub fn names_json() -> Value {
             .map(|counter| names::metric_name(role, counter))
             .collect()
     };
+    let native_counters = |role: Role| -> Vec<String> {
+        Counter::for_role(role)
+            .map(|counter| names::native_counter_name(role, counter))
+            .collect()
+    };
     json!({
         "network_root_id": names::NETWORK_ROOT_ID,
         "http_root_id": names::HTTP_ROOT_ID,
@@ -32,6 +37,22 @@ pub fn names_json() -> Value {
         "metric_prefix": names::METRIC_PREFIX,
         "wasm_stats_prefix": names::WASM_STATS_PREFIX,
         "counters": {"network": counters(Role::Network), "http": counters(Role::Http)},
+        "native_module_file": names::NATIVE_MODULE_FILE,
+        "native_abi_version": names::NATIVE_ABI_VERSION,
+        "native_metrics_namespace": names::NATIVE_METRICS_NAMESPACE,
+        "listener_filter_name": names::LISTENER_FILTER_NAME,
+        "network_filter_name": names::NETWORK_FILTER_NAME,
+        "http_filter_name": names::HTTP_FILTER_NAME,
+        "native_client_ip_filter_state": names::CLIENT_IP_PROPERTY,
+        "native_reason_filter_state": names::REASON_PROPERTY,
+        "native_connection_client_ip_filter_state": names::CONNECTION_CLIENT_IP_STATE,
+        "native_connection_reason_filter_state": names::CONNECTION_REASON_STATE,
+        "decision_filter_state": names::DECISION_FILTER_STATE,
+        "native_counters": {
+            "listener": native_counters(Role::Listener),
+            "network": native_counters(Role::Network),
+            "http": native_counters(Role::Http),
+        },
         "reject_reasons": RejectReason::ALL.iter().map(|r| r.name()).collect::<Vec<_>>(),
         "default_set": names::DEFAULT_SET,
         "default_strip": names::DEFAULT_STRIP,

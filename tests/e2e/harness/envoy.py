@@ -24,6 +24,8 @@ from . import names, net
 REPO = Path(__file__).resolve().parents[3]
 ENVOY_BIN = Path(os.environ.get("TRUSTIP_ENVOY", REPO / ".venv" / "bin" / "envoy"))
 WASM = Path(os.environ.get("TRUSTIP_WASM", REPO / "target" / "wasm32-wasip1" / "release" / "trustip.wasm"))
+# The native build: the Envoy dynamic module `cargo build --release` writes.
+NATIVE = Path(os.environ.get("TRUSTIP_NATIVE", REPO / "target" / "release" / names.NAMES["native_module_file"]))
 
 # Contract: the proxy_protocol listener filter stores these TLVs in filter state under these keys.
 WELL_KNOWN_TLVS = {
@@ -34,15 +36,30 @@ WELL_KNOWN_TLVS = {
     5: "unique_id",
 }
 
-ACCESS_LOG_FORMAT = (
-    f"trustip test_id=%REQ(X-TEST-ID)% client_ip=%FILTER_STATE({names.CLIENT_IP_FILTER_STATE}:PLAIN)% "
-    f"reason=%FILTER_STATE({names.REASON_FILTER_STATE}:PLAIN)% direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% "
-    "source=%DOWNSTREAM_REMOTE_ADDRESS% status=%RESPONSE_CODE%\n"
+def _log_formats(client: str, reason: str, connection_client: str, connection_reason: str) -> tuple[str, str]:
+    access = (
+        f"trustip test_id=%REQ(X-TEST-ID)% client_ip=%FILTER_STATE({client}:PLAIN)% "
+        f"reason=%FILTER_STATE({reason}:PLAIN)% direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% "
+        "source=%DOWNSTREAM_REMOTE_ADDRESS% status=%RESPONSE_CODE%\n"
+    )
+    connection = (
+        f"trustip-connection client_ip=%FILTER_STATE({connection_client}:PLAIN)% "
+        f"reason=%FILTER_STATE({connection_reason}:PLAIN)% direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% "
+        "source=%DOWNSTREAM_REMOTE_ADDRESS% bytes_received=%BYTES_RECEIVED%\n"
+    )
+    return access, connection
+
+
+# The wasm build's roles all publish under wasm.trustip.*; the native build's HTTP filter under
+# trustip.*, its listener and network filters under trustip.connection.* (see src/core/names.rs).
+ACCESS_LOG_FORMAT, CONNECTION_LOG_FORMAT = _log_formats(
+    names.CLIENT_IP_FILTER_STATE, names.REASON_FILTER_STATE, names.CLIENT_IP_FILTER_STATE, names.REASON_FILTER_STATE
 )
-CONNECTION_LOG_FORMAT = (
-    f"trustip-connection client_ip=%FILTER_STATE({names.CLIENT_IP_FILTER_STATE}:PLAIN)% "
-    f"reason=%FILTER_STATE({names.REASON_FILTER_STATE}:PLAIN)% direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% "
-    "source=%DOWNSTREAM_REMOTE_ADDRESS% bytes_received=%BYTES_RECEIVED%\n"
+NATIVE_ACCESS_LOG_FORMAT, NATIVE_CONNECTION_LOG_FORMAT = _log_formats(
+    names.NAMES["native_client_ip_filter_state"],
+    names.NAMES["native_reason_filter_state"],
+    names.NAMES["native_connection_client_ip_filter_state"],
+    names.NAMES["native_connection_reason_filter_state"],
 )
 
 
@@ -85,6 +102,10 @@ class Listener:
     # The HCM's headers_with_underscores_action: what rendered configs and samples set, so that
     # look-alikes such as x_real_ip never reach the upstream (None: Envoy's default, ALLOW).
     headers_with_underscores_action: str | None = "DROP_HEADER"
+    # Which build runs the roles: "wasm" (proxy-wasm filters) or "native" (the dynamic module's
+    # filters, named by filter_name; set_filter_state is then unused by trustip).
+    build: str = "wasm"
+    listener_role: bool = False  # native only: trustip-listener after proxy_protocol
 
 
 def _plugin_json(plugin: dict | str) -> str:
@@ -109,6 +130,24 @@ def wasm_plugin(
     }
 
 
+def native_filter(kind: str, filter_name: str, plugin: dict | str, native: Path) -> dict:
+    """A dynamic-module filter of `kind` (listener | network | http) running trustip's `filter_name`."""
+    type_urls = {
+        "listener": "envoy.extensions.filters.listener.dynamic_modules.v3.DynamicModuleListenerFilter",
+        "network": "envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter",
+        "http": "envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+    }
+    return {
+        "@type": f"type.googleapis.com/{type_urls[kind]}",
+        "dynamic_module_config": {
+            "module": {"local": {"filename": str(native)}},
+            "metrics_namespace": names.NAMES["native_metrics_namespace"],
+        },
+        "filter_name": filter_name,
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": _plugin_json(plugin)},
+    }
+
+
 def _file_log(path: Path, fmt: str) -> dict:
     return {
         "name": "envoy.access_loggers.file",
@@ -120,7 +159,10 @@ def _file_log(path: Path, fmt: str) -> dict:
     }
 
 
-def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
+def listener_config(spec: Listener, upstream_port: int, wasm: Path, native: Path = NATIVE) -> dict:
+    native_build = spec.build == "native"
+    access_format = NATIVE_ACCESS_LOG_FORMAT if native_build else ACCESS_LOG_FORMAT
+    connection_format = NATIVE_CONNECTION_LOG_FORMAT if native_build else CONNECTION_LOG_FORMAT
     listener_filters = []
     if spec.proxy_protocol != "none":
         pp = {
@@ -134,6 +176,14 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
                 {"tlv_type": kind, "on_tlv_present": {"key": key, **encoding}} for kind, key in spec.tlv_rules.items()
             ]
         listener_filters.append({"name": "envoy.filters.listener.proxy_protocol", "typed_config": pp})
+    if spec.listener_role:
+        assert native_build, "the listener role exists in the native build only"
+        listener_filters.append(
+            {
+                "name": names.NAMES["listener_filter_name"],
+                "typed_config": native_filter("listener", names.NAMES["listener_filter_name"], spec.plugin, native),
+            }
+        )
 
     network_filters = []
     if spec.set_filter_state:
@@ -154,7 +204,15 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
                 },
             }
         )
-    if spec.network_role:
+    if spec.network_role and native_build:
+        plugin = spec.network_plugin if spec.network_plugin is not None else spec.plugin
+        network_filters.append(
+            {
+                "name": names.NAMES["network_filter_name"],
+                "typed_config": native_filter("network", names.NAMES["network_filter_name"], plugin, native),
+            }
+        )
+    elif spec.network_role:
         plugin = spec.network_plugin if spec.network_plugin is not None else spec.plugin
         network_filters.append(
             {
@@ -179,11 +237,18 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
             "cluster": "upstream",
         }
         if spec.access_log:
-            tcp["access_log"] = [_file_log(spec.access_log, CONNECTION_LOG_FORMAT)]
+            tcp["access_log"] = [_file_log(spec.access_log, connection_format)]
         network_filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp})
     else:
         http_filters = []
-        if spec.http_role:
+        if spec.http_role and native_build:
+            http_filters.append(
+                {
+                    "name": names.NAMES["http_filter_name"],
+                    "typed_config": native_filter("http", names.NAMES["http_filter_name"], spec.plugin, native),
+                }
+            )
+        elif spec.http_role:
             http_filters.append(
                 {
                     "name": "envoy.filters.http.wasm",
@@ -229,7 +294,7 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
                 "headers_with_underscores_action": spec.headers_with_underscores_action
             }
         if spec.access_log:
-            hcm["access_log"] = [_file_log(spec.access_log, ACCESS_LOG_FORMAT)]
+            hcm["access_log"] = [_file_log(spec.access_log, access_format)]
         network_filters.append({"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm})
 
     address = {"address": "127.0.0.1", "port_value": spec.port}
@@ -246,7 +311,7 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path) -> dict:
             {"address": {"socket_address": {"address": "::1", "port_value": spec.port}}}
         ]
     if spec.connection_log:
-        listener["access_log"] = [_file_log(spec.connection_log, CONNECTION_LOG_FORMAT)]
+        listener["access_log"] = [_file_log(spec.connection_log, connection_format)]
     return listener
 
 
