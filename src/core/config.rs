@@ -1,7 +1,8 @@
 //! The plugin configuration: its JSON description (serde, unknown fields refused, documented
 //! defaults) and the one validating step that compiles it into an immutable [`Policy`].
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -28,33 +29,69 @@ impl ConfigError {
     }
 }
 
-/// `text` in double quotes, with quotes, backslashes and control characters escaped, so that an
-/// error stays on one line. (Lighter in the wasm module than `{:?}`, whose Unicode tables are
-/// large.)
-pub fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
+/// Characters that must not reach a log line as they are: control characters (C0, DEL, C1: a
+/// newline would start a forged, timestamp-less line), the Unicode line and paragraph
+/// separators, and the bidirectional controls that make text display in another order.
+fn unprintable(ch: char) -> bool {
+    ch.is_control()
+        || matches!(ch, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn escape_char(out: &mut String, ch: char) {
+    match ch {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\0' => out.push_str("\\0"),
+        c => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+    }
+}
+
+/// `text` with quotes, backslashes and [unprintable] characters escaped (Rust's notation).
+fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
         match ch {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\0' => out.push_str("\\0"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c if unprintable(c) => escape_char(&mut out, c),
             c => out.push(c),
         }
     }
-    out.push('"');
     out
+}
+
+/// `text` in double quotes, with quotes, backslashes and control characters escaped, so that an
+/// error stays on one line. (Lighter in the wasm module than `{:?}`, whose Unicode tables are
+/// large.)
+pub fn quoted(text: &str) -> String {
+    format!("\"{}\"", escaped(text))
+}
+
+/// The last guard of [ConfigError]'s one line: [unprintable] characters escaped, nothing else
+/// (text escaped where it was put together stays as it is).
+fn one_line(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(unprintable) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for ch in text.chars() {
+        if unprintable(ch) {
+            escape_char(&mut out, ch);
+        } else {
+            out.push(ch);
+        }
+    }
+    Cow::Owned(out)
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = one_line(&self.path);
+        let message = one_line(&self.message);
         match &self.value {
-            Some(value) => write!(f, "{}: {}: {}", self.path, quoted(value), self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
+            Some(value) => write!(f, "{path}: {}: {message}", quoted(value)),
+            None => write!(f, "{path}: {message}"),
         }
     }
 }
@@ -190,6 +227,18 @@ impl Default for RawHeaders {
     }
 }
 
+/// `headers.set`: every name is a header write on every request; 16 covers every framework's
+/// client-address header several times over.
+pub const MAX_SET: usize = 16;
+/// `headers.strip`: every name is looked up (and removed) on every request from an untrusted
+/// client; 64 is five times the default list.
+pub const MAX_STRIP: usize = 64;
+/// CIDR blocks in `rules[].from` (all rules together) and in `xff.trusted`: compiled in
+/// O(n log n), looked up in O(log n); the cap bounds memory (a few MB), not time.
+pub const MAX_CIDRS: usize = 100_000;
+/// Values of one TLV allowlist (`rules[].tlvs.<key>`): compared one by one on each connection.
+pub const MAX_TLV_VALUES: usize = 1_024;
+
 pub const DEFAULT_MAX_ENTRIES: usize = 32;
 /// Upper bound on `xff.max_entries`: a walk never examines more elements than this.
 pub const MAX_MAX_ENTRIES: u64 = 1024;
@@ -261,6 +310,7 @@ impl Policy {
         } else {
             let value: Value =
                 serde_json::from_slice(bytes).map_err(|err| ConfigError::new(".", None, err))?;
+            refuse_duplicate_keys(bytes)?;
             read_config(&value)?
         };
         compile(raw)
@@ -286,11 +336,194 @@ impl Policy {
 // Reading the JSON: a walk over `serde_json::Value` that names the path of every error. (A
 // serde derive per struct, with a path-tracking wrapper, made the wasm module 100 KB larger.)
 
+/// `path.key`, or `path["key"]` (escaped) for a key that is not a plain word: the path stays
+/// unambiguous and on one line whatever the key holds.
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    match (plain, path.is_empty()) {
+        (true, true) => key.to_string(),
+        (true, false) => format!("{path}.{key}"),
+        (false, _) => format!("{path}[{}]", quoted(key)),
+    }
+}
+
+/// Where a JSON value sits, built on the stack while scanning; rendered only for an error.
+enum Step<'a> {
+    Root,
+    Key(&'a Step<'a>, &'a str),
+    Index(&'a Step<'a>, usize),
+}
+
+impl Step<'_> {
+    fn path(&self) -> String {
+        match self {
+            Step::Root => String::new(),
+            Step::Key(parent, key) => join(&parent.path(), key),
+            Step::Index(parent, i) => format!("{}[{i}]", parent.path()),
+        }
+    }
+}
+
+/// The value of a JSON string literal's inside, already validated by serde_json. (Decoding it
+/// with serde_json instead would add 50 KB of monomorphised deserializer to the wasm module.)
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    let hex4 = |chars: &mut std::str::Chars<'_>| {
+        let digits: String = chars.by_ref().take(4).collect();
+        u32::from_str_radix(&digits, 16).unwrap_or(0xfffd)
+    };
+    while let Some(ch) = chars.next() {
+        if ch != '\\' {
+            out.push(ch);
+            continue;
+        }
+        let decoded = match chars.next() {
+            Some('b') => '\u{8}',
+            Some('f') => '\u{c}',
+            Some('n') => '\n',
+            Some('r') => '\r',
+            Some('t') => '\t',
+            Some('u') => {
+                let unit = hex4(&mut chars);
+                let code = if (0xd800..0xdc00).contains(&unit) {
+                    // A high surrogate: serde_json accepted the text, so its low half follows.
+                    let rest = chars.as_str();
+                    let low = match rest.strip_prefix("\\u") {
+                        Some(after) => {
+                            chars = after.chars();
+                            hex4(&mut chars)
+                        }
+                        None => 0xdc00,
+                    };
+                    0x10000 + ((unit - 0xd800) << 10) + (low.wrapping_sub(0xdc00) & 0x3ff)
+                } else {
+                    unit
+                };
+                char::from_u32(code).unwrap_or('\u{fffd}')
+            }
+            Some(other) => other, // \" \\ \/
+            None => break,
+        };
+        out.push(decoded);
+    }
+    out
+}
+
+/// Refuses an object that repeats a key, at any depth, naming the key's path: serde_json keeps
+/// the last value silently, so `"reject", ... "use"` would read as one thing and act as
+/// another. A second, structural pass over text serde_json has already accepted (hence valid
+/// JSON, nested at most 128 deep); keys are compared decoded (`"mode"` and `"\u006dode"` are
+/// one key). Linear in the input (a sorted set of the keys per object).
+fn refuse_duplicate_keys(bytes: &[u8]) -> Result<(), ConfigError> {
+    Scanner { bytes, pos: 0 }.value(&Step::Root)
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    /// The next byte that is not JSON whitespace (not consumed).
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(b) = self.bytes.get(self.pos) {
+            if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(*b);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    /// Consumes `byte` if it comes next.
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn value(&mut self, at: &Step<'_>) -> Result<(), ConfigError> {
+        match self.peek() {
+            Some(b'{') => {
+                self.pos += 1;
+                let mut seen: BTreeSet<Cow<'a, str>> = BTreeSet::new();
+                while self.peek() == Some(b'"') {
+                    let key = self.string()?;
+                    if seen.contains(&key) {
+                        return Err(ConfigError::new(
+                            Step::Key(at, &key).path(),
+                            None,
+                            "duplicate key",
+                        ));
+                    }
+                    if !self.eat(b':') {
+                        break;
+                    }
+                    self.value(&Step::Key(at, &key))?;
+                    seen.insert(key);
+                    if !self.eat(b',') {
+                        break;
+                    }
+                }
+                self.eat(b'}');
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                let mut index = 0;
+                while !self.eat(b']') && self.peek().is_some() {
+                    self.value(&Step::Index(at, index))?;
+                    index += 1;
+                    self.eat(b',');
+                }
+            }
+            Some(b'"') => {
+                self.string()?;
+            }
+            Some(_) => {
+                // A number, true, false or null: up to the next delimiter (at least one byte).
+                self.pos += 1;
+                while let Some(b) = self.bytes.get(self.pos) {
+                    if matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The string starting at `pos` (a '"'), decoded; borrowed when it has no escape.
+    fn string(&mut self) -> Result<Cow<'a, str>, ConfigError> {
+        let start = self.pos;
+        let mut escapes = false;
+        let mut end = start + 1;
+        while let Some(b) = self.bytes.get(end) {
+            match b {
+                b'\\' => {
+                    escapes = true;
+                    end += 2;
+                }
+                b'"' => break,
+                _ => end += 1,
+            }
+        }
+        self.pos = end + 1;
+        let inner = self.bytes.get(start + 1..end).unwrap_or_default();
+        let text = std::str::from_utf8(inner)
+            .map_err(|_| ConfigError::new(".", None, "malformed string"))?;
+        Ok(if escapes {
+            Cow::Owned(unescape(text))
+        } else {
+            Cow::Borrowed(text)
+        })
     }
 }
 
@@ -334,7 +567,11 @@ fn object<'a>(
         return Err(ConfigError::new(
             join(path, key),
             None,
-            format!("unknown field `{key}`, expected {}", one_of(fields)),
+            format!(
+                "unknown field `{}`, expected {}",
+                escaped(key),
+                one_of(fields)
+            ),
         ));
     }
     Ok(map)
@@ -373,7 +610,11 @@ fn word<T: Copy>(path: &str, value: &Value, words: &[(&str, T)]) -> Result<T, Co
             ConfigError::new(
                 path,
                 None,
-                format!("unknown variant `{text}`, expected {}", one_of(&names)),
+                format!(
+                    "unknown variant `{}`, expected {}",
+                    escaped(text),
+                    one_of(&names)
+                ),
             )
         })
 }
@@ -390,7 +631,11 @@ fn tlv_key(path: &str, key: &str) -> Result<TlvKey, ConfigError> {
         ConfigError::new(
             path,
             None,
-            format!("unknown variant `{key}`, expected {}", one_of(&names)),
+            format!(
+                "unknown variant `{}`, expected {}",
+                escaped(key),
+                one_of(&names)
+            ),
         )
     })
 }
@@ -492,7 +737,7 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
                 return Err(invalid_type("headers.tlv", v, "an object"));
             };
             for (key, name) in tlv {
-                let path = format!("headers.tlv.{key}");
+                let path = join("headers.tlv", key);
                 let key = tlv_key(&path, key)?;
                 raw.headers
                     .tlv
@@ -529,7 +774,7 @@ fn read_rule(path: &str, value: &Value) -> Result<RawRule, ConfigError> {
             return Err(invalid_type(&tlvs_path, v, "an object"));
         };
         for (key, values) in map {
-            let key_path = format!("{tlvs_path}.{key}");
+            let key_path = join(&tlvs_path, key);
             let key = tlv_key(&key_path, key)?;
             tlvs.insert(key, strings(&key_path, values)?);
         }
@@ -550,8 +795,11 @@ fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
         ));
     }
 
+    let cidrs: usize = raw.rules.iter().map(|rule| rule.from.len()).sum();
+    at_most("rules[].from (all rules)", cidrs, MAX_CIDRS)?;
+    at_most("xff.trusted", raw.xff.trusted.len(), MAX_CIDRS)?;
     let mut rules = Vec::with_capacity(raw.rules.len());
-    let mut labelled = Vec::new();
+    let mut labelled = Vec::with_capacity(cidrs);
     for (r, rule) in raw.rules.into_iter().enumerate() {
         if rule.from.is_empty() {
             return Err(ConfigError::new(
@@ -582,6 +830,11 @@ fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
         }
         let mut tlvs = Vec::new();
         for (key, values) in rule.tlvs {
+            at_most(
+                &format!("rules[{r}].tlvs.{}", key.name()),
+                values.len(),
+                MAX_TLV_VALUES,
+            )?;
             if values.is_empty() {
                 return Err(ConfigError::new(
                     format!("rules[{r}].tlvs.{}", key.name()),
@@ -650,6 +903,18 @@ fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
     })
 }
 
+/// Refuses a list longer than `limit`, naming its path, its length and the limit.
+fn at_most(path: &str, count: usize, limit: usize) -> Result<(), ConfigError> {
+    if count > limit {
+        return Err(ConfigError::new(
+            path,
+            None,
+            format!("{count} entries, more than the limit of {limit}"),
+        ));
+    }
+    Ok(())
+}
+
 fn parse_cidr(path: &str, text: &str) -> Result<Cidr, ConfigError> {
     text.trim()
         .parse()
@@ -662,8 +927,39 @@ const RESERVED: &[(&str, &str)] = &[
     ("forwarded", "headers.forwarded"),
 ];
 
+/// Headers that frame the message or belong to one hop (RFC 9110 7.6.1 and 7.8, RFC 9112 6,
+/// `proxy-connection` and `keep-alive` by usage): set from R they would make the upstream see
+/// a POST with both content-length and transfer-encoding, or re-route it (host); stripped from
+/// an untrusted client they would break its requests. None carries a client address, so
+/// trustip neither writes nor strips them.
+const FRAMING: &[&str] = &[
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "connection",
+    "te",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "trailer",
+];
+
 fn header_name(path: &str, name: &str, reserve: bool) -> Result<String, ConfigError> {
     let lower = name.to_ascii_lowercase();
+    if lower.starts_with(':') {
+        return Err(ConfigError::new(
+            path,
+            Some(name),
+            "a pseudo-header (part of the request line); trustip neither writes nor strips it",
+        ));
+    }
+    if FRAMING.contains(&lower.as_str()) {
+        return Err(ConfigError::new(
+            path,
+            Some(name),
+            "a framing or hop-by-hop header (no client address); trustip neither writes nor strips it",
+        ));
+    }
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if lower.is_empty() || !lower.bytes().all(token) {
         return Err(ConfigError::new(
@@ -684,7 +980,25 @@ fn header_name(path: &str, name: &str, reserve: bool) -> Result<String, ConfigEr
     Ok(lower)
 }
 
+/// `names` without repeats, in the order of their first occurrence (O(n log n); the set's type
+/// is the duplicate-key scan's, so the wasm module carries one copy of its code).
+fn first_occurrences(names: Vec<String>) -> Vec<String> {
+    let mut seen: BTreeSet<Cow<'_, str>> = BTreeSet::new();
+    let first: Vec<bool> = names
+        .iter()
+        .map(|name| seen.insert(Cow::Borrowed(name.as_str())))
+        .collect();
+    drop(seen);
+    names
+        .into_iter()
+        .zip(first)
+        .filter_map(|(name, first)| first.then_some(name))
+        .collect()
+}
+
 fn compile_headers(raw: RawHeaders) -> Result<HeaderPolicy, ConfigError> {
+    at_most("headers.set", raw.set.len(), MAX_SET)?;
+    at_most("headers.strip", raw.strip.len(), MAX_STRIP)?;
     let mut set = Vec::with_capacity(raw.set.len());
     for (i, name) in raw.set.iter().enumerate() {
         set.push(header_name(&format!("headers.set[{i}]"), name, true)?);
@@ -700,13 +1014,11 @@ fn compile_headers(raw: RawHeaders) -> Result<HeaderPolicy, ConfigError> {
             header_name(&format!("headers.tlv.{}", key.name()), name, true)?,
         ));
     }
-    set.dedup();
-    strip.dedup();
     Ok(HeaderPolicy {
         x_forwarded_for: raw.x_forwarded_for,
         forwarded: raw.forwarded,
-        set,
-        strip,
+        set: first_occurrences(set),
+        strip: first_occurrences(strip),
         tlv,
     })
 }
@@ -861,5 +1173,367 @@ mod tests {
             let err = Policy::from_json(json.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(want), "{json}\n  got:  {err}\n  want: {want}");
         }
+    }
+}
+
+#[cfg(test)]
+mod issue7_tests {
+    //! Bugs found by fuzzing and a misconfiguration audit (issue 7).
+    use super::*;
+
+    fn refusal(json: &str) -> String {
+        match Policy::from_json(json.as_bytes()) {
+            Ok(_) => panic!("accepted: {json}"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_every_level_naming_the_path() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"rules":[{"from":["0.0.0.0/0"],"proxy_protocol":"reject","proxy_protocol":"use"}]}"#,
+                "rules[0].proxy_protocol: duplicate key",
+            ),
+            (
+                r#"{"mode":"shadow","mode":"enforce"}"#,
+                "mode: duplicate key",
+            ),
+            (
+                r#"{"mode":"enforce","mode":"enforce"}"#,
+                "mode: duplicate key",
+            ),
+            (
+                r#"{"mode":"shadow","\u006dode":"enforce"}"#,
+                "mode: duplicate key",
+            ),
+            (
+                r#"{"xff":{"trusted":["10.0.0.0/8"],"max_entries":3,"trusted":[]}}"#,
+                "xff.trusted: duplicate key",
+            ),
+            (
+                r#"{"direct_peer":{"if_missing":"reject","if_missing":"trust_source"}}"#,
+                "direct_peer.if_missing: duplicate key",
+            ),
+            (
+                r#"{"headers":{"tlv":{"authority":"x-a","authority":"x-b"}}}"#,
+                "headers.tlv.authority: duplicate key",
+            ),
+            (
+                r#"{"headers":{"strip":[],"set":["x-real-ip"],"strip":["x-a"]}}"#,
+                "headers.strip: duplicate key",
+            ),
+            (
+                r#"{"rules":[{"from":["1.2.3.4"],"proxy_protocol":"use"},
+                    {"from":["10.0.0.0/8"],"proxy_protocol":"use","tlvs":{"authority":["a"],"authority":["b"]}}]}"#,
+                "rules[1].tlvs.authority: duplicate key",
+            ),
+            (
+                r#"{"rules":[{"from":["10.0.0.0/8"],"from":["0.0.0.0/0"],"proxy_protocol":"use"}]}"#,
+                "rules[0].from: duplicate key",
+            ),
+            // Inside a value of the wrong type too: the duplicate is named first.
+            (
+                r#"{"rules":[{"from":[{"a":1,"a":2}],"proxy_protocol":"use"}]}"#,
+                "rules[0].from[0].a: duplicate key",
+            ),
+            (r#"{"a b":1,"a b":2}"#, r#"["a b"]: duplicate key"#),
+            (
+                r#"{"headers":{"x\u000a":1,"x\n":2}}"#,
+                r#"headers["x\n"]: duplicate key"#,
+            ),
+        ];
+        for (json, want) in cases {
+            let err = refusal(json);
+            assert_eq!(&err, want, "{json}");
+        }
+    }
+
+    #[test]
+    fn the_same_key_in_different_objects_is_not_a_duplicate() {
+        let json = br#"{"rules":[
+            {"from":["10.0.0.0/8"],"proxy_protocol":"use","tlvs":{"authority":["a"]}},
+            {"from":["192.168.0.0/16"],"proxy_protocol":"require","tlvs":{"authority":["b"]}}],
+            "headers":{"tlv":{"authority":"x-authority"},"set":["x-real-ip","x-real-ip"]},
+            "xff":{"trusted":["10.0.0.0/8","10.0.0.0/8"]}}"#;
+        let policy = Policy::from_json(json).unwrap();
+        assert_eq!(policy.rules.len(), 2);
+        assert_eq!(policy.rules[1].proxy_protocol, ProxyProtocol::Require);
+    }
+
+    #[test]
+    fn keys_are_compared_decoded_as_serde_json_decodes_them() {
+        let mut texts: Vec<String> = (0u32..0x800)
+            .chain((0x800..0x11_0000).step_by(97))
+            .filter_map(char::from_u32)
+            .map(|ch| format!("a{ch}\"\\/b"))
+            .collect();
+        texts.push("\u{1f600}\u{10ffff}\u{10000}".to_string());
+        for text in &texts {
+            // serde_json's own escaping, and every character as \uXXXX (surrogate pairs beyond
+            // the BMP).
+            let plain = serde_json::to_string(text).unwrap();
+            let all: String = text
+                .encode_utf16()
+                .map(|unit| format!("\\u{unit:04X}"))
+                .collect();
+            for literal in [plain.clone(), format!("\"{all}\"")] {
+                let inner = &literal[1..literal.len() - 1];
+                assert_eq!(&unescape(inner), text, "{literal}");
+                let json = format!(r#"{{"headers":{{"tlv":{{{literal}:"x-a",{plain}:"x-b"}}}}}}"#);
+                assert!(refusal(&json).ends_with(": duplicate key"), "{json}");
+            }
+        }
+        // A lone surrogate never reaches the scan: serde_json refuses it.
+        assert!(refusal(r#"{"\ud800":1}"#).starts_with(".: "));
+        assert!(refusal(r#"{"\udc00x":1}"#).starts_with(".: "));
+    }
+
+    /// Characters that would break a log line, or make it display otherwise than it reads.
+    fn breaks_a_line(ch: char) -> bool {
+        ch.is_control()
+            || matches!(ch, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+
+    #[test]
+    fn refusals_are_one_line_whatever_keys_and_values_hold() {
+        // Every code point below U+0100 and in U+2000..U+2070 (C0, DEL, C1, the separators and
+        // bidi controls), every 1021st beyond, alone and between other text, in every key and
+        // value position.
+        let specials = ['\u{feff}', '\u{fffd}', '\u{1f600}', '\u{10ffff}', '"', '\\'];
+        let texts: Vec<String> = (0u32..0x100)
+            .chain(0x2000..0x2070)
+            .chain((0x100..0x11_0000).step_by(1021))
+            .filter_map(char::from_u32)
+            .chain(specials)
+            .flat_map(|ch| [ch.to_string(), format!("k{ch}\r\n{ch}x")])
+            .collect();
+        let key_positions = [
+            "{K:1}",
+            r#"{"headers":{K:1}}"#,
+            r#"{"direct_peer":{K:1}}"#,
+            r#"{"xff":{K:1}}"#,
+            r#"{"headers":{"tlv":{K:"x-a"}}}"#,
+            r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"use","tlvs":{K:["a"]}}]}"#,
+            r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"use",K:1}]}"#,
+            r#"{K:1,K:2}"#,
+            r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"use"},{K:{},K:{}}]}"#,
+        ];
+        let value_positions = [
+            r#"{"mode":V}"#,
+            r#"{"tlv_encoding":V}"#,
+            r#"{"direct_peer":{"filter_state":V}}"#,
+            r#"{"direct_peer":{"if_missing":V}}"#,
+            r#"{"rules":[{"from":[V],"proxy_protocol":"use"}]}"#,
+            r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":V}]}"#,
+            r#"{"xff":{"trusted":["10.0.0.0/8",V]}}"#,
+            r#"{"headers":{"x_forwarded_for":V}}"#,
+            r#"{"headers":{"set":[V]}}"#,
+            r#"{"headers":{"strip":["x-a",V]}}"#,
+            r#"{"headers":{"tlv":{"authority":V}}}"#,
+        ];
+        let mut refused = 0;
+        for text in &texts {
+            let literal = serde_json::to_string(text).unwrap();
+            let cases = key_positions
+                .iter()
+                .map(|t| t.replace('K', &literal))
+                .chain(value_positions.iter().map(|t| t.replace('V', &literal)));
+            for json in cases {
+                let Err(err) = Policy::from_json(json.as_bytes()) else {
+                    continue;
+                };
+                refused += 1;
+                let line = err.to_string();
+                assert!(!line.chars().any(breaks_a_line), "{json}\n  gives {line:?}");
+            }
+        }
+        // Nearly every case is a refusal (a few texts are valid values, e.g. " " as a key is
+        // not, but "use" would be): the assertion above did run.
+        assert!(refused > texts.len() * 18, "{refused} refusals");
+    }
+
+    #[test]
+    fn keys_and_values_are_escaped_where_they_are_named() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"a\nb":1}"#,
+                r#"["a\nb"]: unknown field `a\nb`, expected one of"#,
+            ),
+            (
+                r#"{"mode":"x\r\n[2026-01-01] forged"}"#,
+                r#"mode: unknown variant `x\r\n[2026-01-01] forged`, expected"#,
+            ),
+            (
+                r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"use","tlvs":{"x\u2028y\u0085":[]}}]}"#,
+                r#"rules[0].tlvs["x\u{2028}y\u{85}"]: unknown variant `x\u{2028}y\u{85}`"#,
+            ),
+            (
+                r#"{"headers":{"tlv":{"a.b\"c":"x"}}}"#,
+                r#"headers.tlv["a.b\"c"]: unknown variant `a.b\"c`"#,
+            ),
+            (
+                r#"{"headers":{"set":["x\u001b[31m"]}}"#,
+                r#"headers.set[0]: "x\u{1b}[31m": not a valid HTTP header name"#,
+            ),
+        ];
+        for (json, want) in cases {
+            let err = refusal(json);
+            assert!(err.contains(want), "{json}\n  got:  {err}\n  want: {want}");
+        }
+    }
+
+    #[test]
+    fn framing_hop_by_hop_and_pseudo_headers_are_refused() {
+        let framing = [
+            "transfer-encoding",
+            "Content-Length",
+            "HOST",
+            "connection",
+            "te",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+            "trailer",
+        ];
+        let pseudo = [":authority", ":path", ":method", ":scheme", ":status", ":"];
+        for name in framing.iter().chain(&pseudo) {
+            let literal = serde_json::to_string(name).unwrap();
+            for (json, path) in [
+                (
+                    format!(r#"{{"headers":{{"set":["x-real-ip",{literal}]}}}}"#),
+                    "headers.set[1]",
+                ),
+                (
+                    format!(r#"{{"headers":{{"strip":[{literal}]}}}}"#),
+                    "headers.strip[0]",
+                ),
+                (
+                    format!(r#"{{"headers":{{"tlv":{{"unique_id":{literal}}}}}}}"#),
+                    "headers.tlv.unique_id",
+                ),
+            ] {
+                let err = refusal(&json);
+                let what = if name.starts_with(':') {
+                    "a pseudo-header"
+                } else {
+                    "a framing or hop-by-hop header"
+                };
+                let want = format!("{path}: {literal}: {what} (");
+                assert!(err.starts_with(&want), "{json}: {err}");
+            }
+        }
+        // Names that merely contain them are fine.
+        let policy = Policy::from_json(
+            br#"{"headers":{"set":["x-host","te-x"],"strip":["x-upgrade"],"tlv":{"authority":"x-content-length"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(policy.headers.set, ["x-host", "te-x"]);
+    }
+
+    fn names(prefix: &str, count: usize) -> String {
+        let names: Vec<String> = (0..count).map(|i| format!("\"{prefix}{i}\"")).collect();
+        format!("[{}]", names.join(","))
+    }
+
+    fn cidrs(count: usize) -> String {
+        let blocks: Vec<String> = (0..count)
+            .map(|i| format!("\"{}.{}.{}.0/24\"", 1 + i / 65536, (i / 256) % 256, i % 256))
+            .collect();
+        format!("[{}]", blocks.join(","))
+    }
+
+    #[test]
+    fn header_lists_are_bounded() {
+        assert_eq!((MAX_SET, MAX_STRIP), (16, 64));
+        let set = |n| format!(r#"{{"headers":{{"set":{}}}}}"#, names("x-s", n));
+        let strip = |n| format!(r#"{{"headers":{{"strip":{}}}}}"#, names("x-s", n));
+        assert_eq!(
+            Policy::from_json(set(16).as_bytes())
+                .unwrap()
+                .headers
+                .set
+                .len(),
+            16
+        );
+        assert_eq!(
+            refusal(&set(17)),
+            "headers.set: 17 entries, more than the limit of 16"
+        );
+        assert_eq!(
+            refusal(&set(100_000)),
+            "headers.set: 100000 entries, more than the limit of 16"
+        );
+        assert_eq!(
+            Policy::from_json(strip(64).as_bytes())
+                .unwrap()
+                .headers
+                .strip
+                .len(),
+            64
+        );
+        assert_eq!(
+            refusal(&strip(65)),
+            "headers.strip: 65 entries, more than the limit of 64"
+        );
+    }
+
+    #[test]
+    fn large_cidr_lists_are_accepted_up_to_their_limit() {
+        assert_eq!(MAX_CIDRS, 100_000);
+        let policy = Policy::from_json(
+            format!(
+                r#"{{"xff":{{"trusted":{}}},"rules":[{{"from":{},"proxy_protocol":"use"}}]}}"#,
+                cidrs(MAX_CIDRS),
+                cidrs(MAX_CIDRS)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(policy.xff_trusted_count, MAX_CIDRS);
+        assert!(policy.xff_trusts("2.134.159.7".parse().unwrap())); // block 99,999
+        assert_eq!(policy.rule_for("2.134.159.7".parse().unwrap()), Some(0));
+        assert_eq!(
+            refusal(&format!(
+                r#"{{"xff":{{"trusted":{}}}}}"#,
+                cidrs(MAX_CIDRS + 1)
+            )),
+            "xff.trusted: 100001 entries, more than the limit of 100000"
+        );
+        // Across rules: 60,000 + 40,001 blocks.
+        let json = format!(
+            r#"{{"rules":[{{"from":{},"proxy_protocol":"use"}},{{"from":{},"proxy_protocol":"use"}}]}}"#,
+            cidrs(60_000),
+            cidrs(40_001)
+        );
+        assert_eq!(
+            refusal(&json),
+            "rules[].from (all rules): 100001 entries, more than the limit of 100000"
+        );
+    }
+
+    #[test]
+    fn tlv_allowlists_are_bounded() {
+        let json = |n| {
+            format!(
+                r#"{{"rules":[{{"from":["10.0.0.0/8"],"proxy_protocol":"use","tlvs":{{"aws_vpce_id":{}}}}}]}}"#,
+                names("vpce-", n)
+            )
+        };
+        assert!(Policy::from_json(json(MAX_TLV_VALUES).as_bytes()).is_ok());
+        assert_eq!(
+            refusal(&json(MAX_TLV_VALUES + 1)),
+            "rules[0].tlvs.aws_vpce_id: 1025 entries, more than the limit of 1024"
+        );
+    }
+
+    #[test]
+    fn repeated_header_names_are_removed_keeping_the_first() {
+        let policy = Policy::from_json(
+            br#"{"headers":{"set":["x-a","x-b","X-A","x-c","x-b"],"strip":["x-1","x-2","x-1","X-2","x-3","x-1"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(policy.headers.set, ["x-a", "x-b", "x-c"]);
+        assert_eq!(policy.headers.strip, ["x-1", "x-2", "x-3"]);
     }
 }

@@ -29,6 +29,28 @@ BAD = [
     pytest.param({"reject_status": 200}, ["reject_status", "200"], id="reject-status-low"),
     pytest.param({"reject_status": 600}, ["reject_status", "600"], id="reject-status-high"),
     pytest.param("{not json", ["invalid configuration"], id="not-json"),
+    # Issue 7: a repeated key is refused at every level (serde_json's last-wins would believe
+    # anyone's PROXY header below, while a reviewer reads `reject`).
+    pytest.param(
+        '{"rules":[{"from":["0.0.0.0/0"],"proxy_protocol":"reject","proxy_protocol":"use"}]}',
+        ["rules[0].proxy_protocol: duplicate key"],
+        id="duplicate-key-in-rule",
+    ),
+    pytest.param('{"mode":"shadow","mode":"enforce"}', ["mode: duplicate key"], id="duplicate-key-top"),
+    pytest.param('{"mode":"shadow","\\u006dode":"enforce"}', ["mode: duplicate key"], id="duplicate-key-escaped"),
+    pytest.param(
+        '{"headers":{"tlv":{"authority":"x-a","authority":"x-b"}}}', ["headers.tlv.authority: duplicate key"], id="duplicate-tlv-key"
+    ),
+    # Issue 7: framing, hop-by-hop and pseudo-headers are not trustip's to write (or strip).
+    pytest.param({"headers": {"set": ["Transfer-Encoding"]}}, ["headers.set[0]", "Transfer-Encoding", "framing"], id="set-transfer-encoding"),
+    pytest.param({"headers": {"set": ["x-real-ip", "content-length"]}}, ["headers.set[1]", "content-length"], id="set-content-length"),
+    pytest.param({"headers": {"set": ["host"]}}, ["headers.set[0]", "host"], id="set-host"),
+    pytest.param({"headers": {"set": [":authority"]}}, ["headers.set[0]", ":authority", "pseudo-header"], id="set-pseudo"),
+    pytest.param({"headers": {"tlv": {"authority": "connection"}}}, ["headers.tlv.authority", "connection", "hop-by-hop"], id="tlv-connection"),
+    pytest.param({"headers": {"strip": ["x-real-ip", "host"]}}, ["headers.strip[1]", "host"], id="strip-host"),
+    # Issue 7: bounded header lists (each entry costs host calls on every request).
+    pytest.param({"headers": {"set": [f"x-h{i}" for i in range(17)]}}, ["headers.set: 17 entries, more than the limit of 16"], id="set-too-long"),
+    pytest.param({"headers": {"strip": [f"x-h{i}" for i in range(65)]}}, ["headers.strip: 65 entries, more than the limit of 64"], id="strip-too-long"),
 ]
 
 
@@ -61,6 +83,60 @@ def test_bad_config_refused_network_role(run_refused, plugin, needles):
     lines = [line for line in output.splitlines() if "trustip: invalid configuration" in line]
     for needle in needles:
         assert any(needle in line for line in lines), f"{needle!r} not named in {lines}\n{output}"
+
+
+ONE_LINE = [
+    # (plugin configuration, what the refusal line must say after the hostile text)
+    pytest.param('{"a\\nb": 1}', '["a\\nb"]: unknown field `a\\nb`, expected one of', id="key"),
+    pytest.param('{"mode": "x\\r\\n[2026-01-01 00:00:00.000][1][critical][main] forged"}', "forged`, expected one of", id="value"),
+    pytest.param(
+        '{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"use","tlvs":{"x\\u2028y\\u0085z":[]}}]}',
+        'tlvs["x\\u{2028}y\\u{85}z"]: unknown variant',
+        id="tlv-key",
+    ),
+    pytest.param('{"headers":{"x\\u001b[31m":1,"x\\u001b[31m":2}}', 'headers["x\\u{1b}[31m"]: duplicate key', id="duplicate-key"),
+]
+
+
+@pytest.mark.parametrize("plugin,tail", ONE_LINE)
+def test_refusal_is_one_line(run_refused, plugin, tail):
+    """Issue 7: control characters in keys and values are escaped, so the refusal is one log
+    line and a configuration cannot forge log lines (each of Envoy's starts with a timestamp)."""
+    code, output = run_refused(Listener(plugin=plugin, ipv6=False))
+    assert code not in (None, 0), output
+    lines = [line for line in output.splitlines() if "trustip: invalid configuration" in line]
+    assert len(lines) == 1, output
+    assert tail in lines[0], f"{tail!r} not in {lines[0]!r}"
+    assert not [ch for ch in lines[0] if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0], lines[0]
+    # The log line after it is one of Envoy's, starting with the "[" of its timestamp.
+    log = output.split("--- log (", 1)[1].split("--- stdout/stderr ---", 1)[0].splitlines()
+    at = next(i for i, line in enumerate(log) if "trustip: invalid configuration" in line)
+    assert log[at + 1].startswith("["), log[at : at + 2]
+
+
+def test_large_cidr_lists_accepted(wasm, echo, workdir):
+    """The list limits leave room for large CIDR lists (tens of thousands of blocks)."""
+    trusted = [f"100.{i // 256}.{i % 256}.0/24" for i in range(20000)]
+    rule_from = [f"10.{i // 256}.{i % 256}.0/24" for i in range(10000)] + ["127.0.0.5/32"]
+    plugin = {"rules": [{"from": rule_from, "proxy_protocol": "require"}], "xff": {"trusted": trusted}}
+    envoy = EnvoyWithListeners(
+        [Listener(name="large", plugin=plugin, ipv6=False)],
+        upstream_port=echo.port,
+        wasm=wasm,
+        name="large-config",
+        workdir=workdir("large-config"),
+    ).start()
+    try:
+        response = client.request(
+            envoy.port("large"),
+            [("x-forwarded-for", "1.1.1.1, 100.78.31.9")],
+            source="127.0.0.5",
+            proxy=client.proxy_v2("100.0.9.1", "10.0.0.1", 50000, 443),
+        )
+        assert response.status == 200, response
+        assert response.upstream_header("x-envoy-external-address") == "1.1.1.1"
+    finally:
+        envoy.stop()
 
 
 def test_unknown_root_id_refused(run_refused):
