@@ -225,32 +225,93 @@ pub fn walk<'a, L: AsRef<[u8]>>(
 #[cfg(test)]
 #[allow(clippy::type_complexity)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::core::proptests::check;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
+    /// Candidate dotted quads: well-formed ones (octets 0..=255 in decimal) and near misses
+    /// (a leading zero, an octet above 255 or of four digits, an empty, missing or extra
+    /// octet, a stray character, a port, blanks), so both answers of the parser are exercised.
+    fn dotted_quads() -> impl Strategy<Value = Vec<u8>> {
+        let octet = prop_oneof![
+            6 => (0u16..=255).prop_map(|o| o.to_string()),
+            1 => (0u16..=99).prop_map(|o| format!("0{o}")),
+            1 => (256u16..=999).prop_map(|o| o.to_string()),
+            1 => (1000u16..=9999).prop_map(|o| o.to_string()),
+            1 => Just(String::new()),
+        ];
+        let quad = proptest::collection::vec(octet, 3..=5).prop_map(|o| o.join("."));
+        let mutated = (
+            quad.clone(),
+            any::<prop::sample::Index>(),
+            prop::sample::select(&b"0123456789.:x /"[..]),
+        )
+            .prop_map(|(q, at, byte)| {
+                let mut raw = q.into_bytes();
+                if !raw.is_empty() {
+                    let i = at.index(raw.len());
+                    if let Some(b) = raw.get_mut(i) {
+                        *b = byte;
+                    }
+                }
+                raw
+            });
+        prop_oneof![
+            6 => (0u16..=255, 0u16..=255, 0u16..=255, 0u16..=255)
+                .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}").into_bytes()),
+            4 => quad.prop_map(String::into_bytes),
+            2 => mutated,
+            1 => (0u16..=255, 0u16..=255, 0u16..=255, 0u16..=255, any::<u16>())
+                .prop_map(|(a, b, c, d, port)| format!("{a}.{b}.{c}.{d}:{port}").into_bytes()),
+            1 => (0u16..=255, 0u16..=255, 0u16..=255, 0u16..=255)
+                .prop_map(|(a, b, c, d)| format!(" {a}.{b}.{c}.{d}").into_bytes()),
+        ]
+    }
+
     #[test]
     fn fast_ipv4_path_agrees_with_std() {
-        let mut seed: u64 = 7;
-        let alphabet = b"0123456789.:x ";
-        for _ in 0..20_000 {
-            let mut raw = Vec::new();
-            for _ in 0..(seed % 16) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                raw.push(alphabet[(seed % alphabet.len() as u64) as usize]);
-            }
+        // Same acceptance as `Ipv4Addr::from_str`, both ways: what it takes, the fast path takes
+        // with the same value; what it refuses, the fast path refuses (and leaves to the
+        // general parser).
+        let (mut valid, mut invalid) = (0u32, 0u32);
+        let cases = 4000;
+        check(cases, dotted_quads(), |raw| {
             let std = std::str::from_utf8(&raw)
                 .ok()
                 .and_then(|t| t.parse::<Ipv4Addr>().ok());
-            if let Some(fast) = parse_plain_ipv4(&raw) {
-                assert_eq!(Some(fast), std, "{:?}", String::from_utf8_lossy(&raw));
+            prop_assert_eq!(
+                parse_plain_ipv4(&raw),
+                std,
+                "{:?}",
+                String::from_utf8_lossy(&raw)
+            );
+            // Through the element parser: the fast path's text is the element itself.
+            if let Some(ip) = std {
+                prop_assert_eq!(
+                    parse_element_text(&raw),
+                    Some((IpAddr::V4(ip), Some(&raw[..])))
+                );
             }
-            seed = seed.wrapping_add(1);
-        }
+            Ok(std.is_some())
+        })
+        .into_iter()
+        .for_each(|hit| if hit { valid += 1 } else { invalid += 1 });
+        // The generator yields what it claims: plenty of both kinds.
+        assert!(
+            valid >= cases / 3,
+            "only {valid} of {cases} candidates were addresses"
+        );
+        assert!(
+            invalid >= cases / 5,
+            "only {invalid} of {cases} candidates were not addresses"
+        );
         for octets in [[0, 0, 0, 0], [1, 22, 199, 255], [10, 0, 100, 9]] {
             let ip = Ipv4Addr::from(octets);
             assert_eq!(parse_plain_ipv4(ip.to_string().as_bytes()), Some(ip));
