@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from harness import net
-from harness.envoy import ENVOY_BIN, REPO, WASM, Envoy
+from harness.envoy import ENVOY_BIN, NATIVE, REPO, WASM, Envoy
 from harness.haproxy import HAProxy
 
 DEPLOY_COMPOSE = REPO / "deploy" / "compose"
@@ -89,6 +89,15 @@ def cli() -> Cli:
     return Cli(cli_path())
 
 
+@pytest.fixture(scope="session")
+def native() -> Path:
+    """The native build, `cargo build -p trustip --release` (or $TRUSTIP_NATIVE); import this
+    fixture into a test module to use it."""
+    if not NATIVE.is_file():
+        pytest.fail(f"{NATIVE} does not exist: build it with `cargo build -p trustip --release` (or set TRUSTIP_NATIVE)")
+    return NATIVE
+
+
 def write_policy(directory: Path, name: str, policy: dict | str) -> Path:
     path = Path(directory) / f"{name}.json"
     path.write_text(policy if isinstance(policy, str) else json.dumps(policy, indent=2) + "\n")
@@ -136,14 +145,19 @@ def localize(
     config: dict,
     *,
     addresses: dict[tuple[str, int], tuple[str, int]],
-    wasm: Path,
+    wasm: Path | None = None,
+    native: Path | None = None,
     policy_text: list[tuple[str, str]] = (),
 ) -> dict:
     """A generated configuration made runnable here, changing only addresses and paths: every
     socket address in `addresses` moves to its new (address, port), every wasm module path
-    becomes `wasm`, and `policy_text` replacements apply to the policies' JSON text. Each
-    address and replacement must be used (a test cannot silently stop substituting)."""
+    (a wasm filter's vm_config.code) becomes `wasm`, every native module path (a dynamic-module
+    filter's dynamic_module_config.module) becomes `native`, and `policy_text` replacements
+    apply to the policies' JSON text (wasm `configuration`, native `filter_config`). Each
+    address, module kind given and replacement must be used, and no module path of a kind not
+    given may be left (a test cannot silently stop substituting)."""
     used: set = set()
+    modules = {"code": ("wasm", wasm), "module": ("native", native)}
 
     def walk(node):
         if isinstance(node, dict):
@@ -153,16 +167,19 @@ def localize(
                 if key in addresses:
                     used.add(key)
                     socket["address"], socket["port_value"] = addresses[key]
-            local = node.get("local")
-            if isinstance(local, dict) and "filename" in local:
-                used.add("wasm")
-                local["filename"] = str(wasm)
-            configuration = node.get("configuration")
-            if isinstance(configuration, dict) and isinstance(configuration.get("value"), str):
-                for old, new in policy_text:
-                    if old in configuration["value"]:
-                        used.add(old)
-                        configuration["value"] = configuration["value"].replace(old, new)
+            for holder, (kind, path) in modules.items():
+                local = node.get(holder, {}).get("local") if isinstance(node.get(holder), dict) else None
+                if isinstance(local, dict) and "filename" in local:
+                    assert path is not None, f"a {kind} module in the configuration, but no {kind} path given"
+                    used.add(kind)
+                    local["filename"] = str(path)
+            for key in ("configuration", "filter_config"):
+                configuration = node.get(key)
+                if isinstance(configuration, dict) and isinstance(configuration.get("value"), str):
+                    for old, new in policy_text:
+                        if old in configuration["value"]:
+                            used.add(old)
+                            configuration["value"] = configuration["value"].replace(old, new)
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -171,16 +188,21 @@ def localize(
 
     config = copy.deepcopy(config)
     walk(config)
-    missing = (set(addresses) | {"wasm"} | {old for old, _ in policy_text}) - used
+    kinds = {kind for kind, path in modules.values() if path is not None}
+    missing = (set(addresses) | kinds | {old for old, _ in policy_text}) - used
     assert not missing, f"not in the configuration: {missing}"
     return config
 
 
-def render_envoy(cli: Cli, policy: Path, upstream_port: int, *extra: str, wasm: Path = WASM) -> tuple[str, int]:
-    """`trustip render --target envoy` on loopback ports: (yaml, listener port)."""
+def render_envoy(
+    cli: Cli, policy: Path, upstream_port: int, *extra: str, wasm: Path = WASM, native: Path | None = None
+) -> tuple[str, int]:
+    """`trustip render --target envoy` on loopback ports: (yaml, listener port). With `native`,
+    the native build (`--build native --module NATIVE`), else the wasm build."""
     port = net.free_port()
+    module = ["--build", "native", "--module", native] if native else ["--wasm", wasm]
     run = cli.run(
-        "render", "--config", policy, "--target", "envoy", "--wasm", wasm,
+        "render", "--config", policy, "--target", "envoy", *module,
         "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{net.free_port()}",
         "--upstream", f"127.0.0.1:{upstream_port}", *extra,
     )  # fmt: skip

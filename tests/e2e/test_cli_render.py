@@ -1,7 +1,10 @@
 """`trustip render --target envoy` and `--target compose` (issue 3, "trustip render").
 
 - envoy: the printed bootstrap passes `envoy --mode validate` and serves traffic as printed
-  with the built wasm, with and without --strict-proxy.
+  with the built wasm, with and without --strict-proxy; the same with `--build native` (the
+  dynamic module's listener and HTTP filters): the load balancer's client reaches the upstream,
+  a spoofing peer is closed with no byte, a CDN's X-Forwarded-For is walked. `--build native`
+  with istio or compose, --wasm with native and --module with wasm are usage errors.
 - compose: the docker-compose stack has the promised structure; its envoy.yaml and haproxy.cfg
   run natively here (no Docker engine on this machine) after substituting only addresses and
   paths; the stack shipped in deploy/compose/ is exactly what render prints today."""
@@ -22,6 +25,7 @@ from cli_support import (  # noqa: F401  (cli is a fixture)
     cli,
     envoy_validate,
     localize,
+    native,
     render_envoy,
     scratch_dir,
     write_policy,
@@ -206,6 +210,148 @@ def test_rendered_bootstrap_access_log(rendered):
     line = next(line for line in instance.stderr_path.read_text().splitlines() if "GET /logged" in line)
     assert "client=203.0.113.77 reason=proxy" in line, line
     assert f"direct_peer={LB}:" in line, line
+
+
+# --- envoy, native build ----------------------------------------------------------------
+
+CDN = "198.51.100.7"
+CLIENT = "203.0.113.7"
+NATIVE_POLICY = {
+    "rules": [{"from": [f"{LB}/32"], "proxy_protocol": "require"}],
+    "xff": {"trusted": ["198.51.100.0/24"]},
+    "headers": {"set": ["x-envoy-external-address", "x-real-ip"]},
+}
+LISTENER_MODULE = "type.googleapis.com/envoy.extensions.filters.listener.dynamic_modules.v3.DynamicModuleListenerFilter"
+HTTP_MODULE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+
+
+@pytest.fixture(scope="module")
+def rendered_native(cli, echo, native):  # noqa: F811
+    policy = write_policy(scratch_dir("render-native"), "policy", NATIVE_POLICY)
+    text, port = render_envoy(cli, policy, echo.port, native=native)
+    instance = RenderedEnvoy(text, name="render-native")
+    check = envoy_validate(instance.config_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    instance.start()
+    yield instance, port, text
+    instance.stop()
+
+
+def _log_format(logger: dict) -> str:
+    return logger["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+
+
+def test_rendered_native_bootstrap_shape(rendered_native, native):  # noqa: F811
+    instance, port, text = rendered_native
+    config = yaml.safe_load(text)
+    (listener,) = config["static_resources"]["listeners"]
+    pp, trustip_listener = listener["listener_filters"]
+    assert pp["name"] == "envoy.filters.listener.proxy_protocol"
+    assert pp["typed_config"]["allow_requests_without_proxy_protocol"] is True
+    assert trustip_listener["name"] == "envoy.filters.listener.dynamic_modules"
+    # No set_filter_state and no network filter: the listener filter reads D and P natively.
+    (hcm_filter,) = listener["filter_chains"][0]["filters"]
+    assert hcm_filter["name"] == "envoy.filters.network.http_connection_manager"
+    hcm = hcm_filter["typed_config"]
+    assert hcm["use_remote_address"] is True and hcm["skip_xff_append"] is True
+    assert hcm["common_http_protocol_options"] == {"headers_with_underscores_action": "DROP_HEADER"}
+    trustip_http, router = hcm["http_filters"]
+    assert trustip_http["name"] == "envoy.filters.http.dynamic_modules"
+    assert router["name"] == "envoy.filters.http.router"
+    for f, type_url, filter_name in (
+        (trustip_listener, LISTENER_MODULE, "trustip-listener"),
+        (trustip_http, HTTP_MODULE, "trustip-http"),
+    ):
+        typed = f["typed_config"]
+        assert typed["@type"] == type_url
+        assert typed["filter_name"] == filter_name
+        assert typed["dynamic_module_config"] == {"module": {"local": {"filename": str(native)}}, "metrics_namespace": "trustip"}
+        assert typed["filter_config"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"
+        assert json.loads(typed["filter_config"]["value"]) == NATIVE_POLICY
+    # The native filter-state keys: the HTTP filter's for requests, the listener's per connection.
+    request_format = _log_format(hcm["access_log"][0])
+    assert "client=%FILTER_STATE(trustip.client_ip:PLAIN)% reason=%FILTER_STATE(trustip.reason:PLAIN)%" in request_format
+    (connection_log,) = listener["access_log"]
+    connection_format = _log_format(connection_log)
+    assert "client=%FILTER_STATE(trustip.connection.client_ip:PLAIN)% reason=%FILTER_STATE(trustip.connection.reason:PLAIN)%" in connection_format
+    assert "wasm" not in text.split("\nadmin:", 1)[1]
+    # Comments say what each piece does.
+    header = text.split("\nadmin:", 1)[0]
+    for piece in ("proxy_protocol", "trustip-listener", "use_remote_address", "skip_xff_append", "trustip-http"):
+        assert piece in header, header
+
+
+def _wait_line(instance: RenderedEnvoy, needle: str) -> str:
+    import time
+
+    deadline = time.monotonic() + 5
+    while not (lines := [line for line in instance.stderr_path.read_text(errors="replace").splitlines() if needle in line]):
+        assert time.monotonic() < deadline, instance.output_text()
+        time.sleep(0.05)
+    return lines[0]
+
+
+def test_rendered_native_bootstrap_serves_traffic(rendered_native, echo):
+    instance, port, _ = rendered_native
+    # The load balancer with PROXY v2 claiming a client: the client, in Envoy's and trustip's headers.
+    response = client.request(
+        port, [("x-forwarded-for", "6.6.6.6"), ("x-real-ip", "6.6.6.6")], source=LB,
+        proxy=client.proxy_v2(CLIENT, "10.0.0.1", 5555, 80), path="/native-lb",
+    )  # fmt: skip
+    assert response.status == 200, response
+    assert response.upstream_header("x-envoy-external-address") == CLIENT
+    assert response.upstream_header("x-forwarded-for") == CLIENT
+    assert response.upstream_header("x-real-ip") == CLIENT
+    line = _wait_line(instance, "GET /native-lb")
+    assert f"source={CLIENT}:" in line and f"client={CLIENT} reason=proxy" in line, line
+    # An attacker with a PROXY header: closed by the listener filter, not one byte back.
+    attacker = client.request(port, source=ATTACKER, proxy=client.proxy_v2("203.0.113.9", "10.0.0.1", 5555, 80))
+    assert attacker.closed and attacker.raw == b"", attacker
+    assert echo.find(attacker.test_id) is None
+    # The listener access log still has its line (the module's log line gives the reason).
+    line = _wait_line(instance, f"connection direct_peer={ATTACKER}:{attacker.local_port} ")
+    assert " client=- " in line and "bytes_received=0" in line, line
+    instance.wait_for_log(f"reject untrusted_proxy: direct_peer={ATTACKER}:{attacker.local_port}")
+    # The load balancer's PROXY header names a CDN edge (xff.trusted): the walk finds the client.
+    walked = client.request(
+        port, [("x-forwarded-for", f"6.6.6.6, {CLIENT}")], source=LB, proxy=client.proxy_v2(CDN, "10.0.0.1", 5555, 80), path="/native-cdn"
+    )
+    assert walked.status == 200, walked
+    assert walked.upstream_header("x-envoy-external-address") == CLIENT
+    assert walked.upstream_header("x-forwarded-for") == f"{CLIENT}, {CDN}"
+    assert "client=" + CLIENT + " reason=xff" in _wait_line(instance, "GET /native-cdn")
+    # A direct client without PROXY: served as itself; the load balancer without PROXY: closed.
+    direct = client.request(port, [("x-forwarded-for", "6.6.6.6")], source=ATTACKER)
+    assert direct.status == 200 and direct.upstream_header("x-envoy-external-address") == ATTACKER, direct
+    assert client.request(port, source=LB).closed
+    counters = {name.rsplit("trustip.", 1)[-1]: value for name, value in instance.stats("trustip.listener").items()}
+    assert counters.get("listener.reject_untrusted_proxy", 0) >= 1, counters
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--target", "istio", "--build", "native"], "WasmPlugin loads wasm"),
+        (["--target", "compose", "--build", "native", "--out", "OUT"], "compose stack runs the wasm build"),
+        (["--target", "envoy", "--build", "native", "--wasm", "x.wasm"], "--module PATH"),
+        (["--target", "envoy", "--module", "x.so"], "--module is for --build native"),
+        (["--target", "envoy", "--build", "native", "--image", "oci://x/y:1"], "--image"),
+    ],
+    ids=["native-istio", "native-compose", "native-with-wasm", "module-with-wasm-build", "native-with-image"],
+)
+def test_render_build_usage_errors(cli, policy_path, args, needle):  # noqa: F811
+    run = cli.run("render", "--config", policy_path, *args, expect=2)
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trustip: ") and needle in lines[0], run
+    assert run.out == "", run
+
+
+def test_render_native_default_module(cli, policy_path):  # noqa: F811
+    """Without --module the native bootstrap loads the release build's output."""
+    config = yaml.safe_load(cli.run("render", "--config", policy_path, "--target", "envoy", "--build", "native").out)
+    (listener,) = config["static_resources"]["listeners"]
+    module = listener["listener_filters"][1]["typed_config"]["dynamic_module_config"]["module"]
+    assert module == {"local": {"filename": "target/release/libtrustip.so"}}
 
 
 # --- compose ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::error::CliError;
 use crate::policy_file::PolicyFile;
 use crate::render::envoy::{self, Options};
+use crate::render::model::Build;
 use crate::render::yaml::{self, Anchors, Node};
 use crate::render::{trustip, RenderArgs, DEFAULT_WASM};
 
@@ -198,7 +199,15 @@ pub fn write(file: &PolicyFile, args: &RenderArgs) -> Result<(), CliError> {
         upstream: ("httpbin".to_string(), 8080),
         strict_proxy: args.strict_proxy,
     };
-    let wiring = envoy::wiring(trustip(file, WASM_IN_CONTAINER.to_string()), &options);
+    let wiring = envoy::wiring(
+        trustip(
+            file,
+            Build::Wasm {
+                module: WASM_IN_CONTAINER.to_string(),
+            },
+        ),
+        &options,
+    );
     let compose = Node::from_serialize(&compose_file(&wasm))
         .map_err(|err| CliError::Usage(err.to_string()))?;
     let compose =

@@ -82,6 +82,18 @@ pub enum TypedConfig {
     #[serde(rename = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm")]
     HttpWasm(Wasm),
     #[serde(
+        rename = "type.googleapis.com/envoy.extensions.filters.listener.dynamic_modules.v3.DynamicModuleListenerFilter"
+    )]
+    ListenerDynamicModule(DynamicModuleFilter),
+    #[serde(
+        rename = "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter"
+    )]
+    NetworkDynamicModule(DynamicModuleFilter),
+    #[serde(
+        rename = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+    )]
+    HttpDynamicModule(DynamicModuleFilter),
+    #[serde(
         rename = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
     )]
     HttpConnectionManager(Box<HttpConnectionManager>),
@@ -104,6 +116,9 @@ pub const PROXY_PROTOCOL: &str = "envoy.filters.listener.proxy_protocol";
 pub const SET_FILTER_STATE: &str = "envoy.filters.network.set_filter_state";
 pub const NETWORK_WASM: &str = "envoy.filters.network.wasm";
 pub const HTTP_WASM: &str = "envoy.filters.http.wasm";
+pub const LISTENER_DYNAMIC_MODULE: &str = "envoy.filters.listener.dynamic_modules";
+pub const NETWORK_DYNAMIC_MODULE: &str = "envoy.filters.network.dynamic_modules";
+pub const HTTP_DYNAMIC_MODULE: &str = "envoy.filters.http.dynamic_modules";
 pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 pub const ROUTER: &str = "envoy.filters.http.router";
@@ -192,6 +207,22 @@ pub struct Code {
 #[derive(Serialize)]
 pub struct Local {
     pub filename: String,
+}
+
+/// A filter of an Envoy dynamic module (listener, network and HTTP filters share the shape):
+/// the module, the filter it runs (`filter_name`) and that filter's configuration.
+#[derive(Serialize)]
+pub struct DynamicModuleFilter {
+    pub dynamic_module_config: DynamicModuleConfig,
+    pub filter_name: &'static str,
+    pub filter_config: StringValue,
+}
+
+#[derive(Serialize)]
+pub struct DynamicModuleConfig {
+    pub module: Code,
+    /// The prefix of the counters the module defines in `/stats`.
+    pub metrics_namespace: &'static str,
 }
 
 /// `google.protobuf.StringValue` in an `Any`.

@@ -16,6 +16,15 @@ use crate::hostport::{parse_host_port, parse_socket_addr};
 use crate::policy_file::PolicyFile;
 use crate::render::model::{Build, Trustip};
 
+/// Which build of trustip Envoy runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum BuildKind {
+    /// The proxy-wasm module (trustip.wasm): network and HTTP filters.
+    Wasm,
+    /// The native Envoy dynamic module (libtrustip.so, Envoy 1.40): listener and HTTP filters.
+    Native,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
     /// A complete, runnable Envoy bootstrap (YAML).
@@ -40,10 +49,17 @@ pub struct RenderArgs {
     /// from the same model.
     #[arg(long, value_name = "NAME", hide = true, conflicts_with_all = ["config", "target"])]
     pub sample: Option<String>,
+    /// Which build Envoy runs (envoy): the proxy-wasm module, or the native dynamic module.
+    /// istio and compose run the wasm build.
+    #[arg(long, value_enum, value_name = "BUILD", default_value = "wasm")]
+    pub build: BuildKind,
     /// The trustip.wasm file (envoy, compose: path Envoy loads; istio: a file:// url with its
     /// sha256).
     #[arg(long, value_name = "PATH", conflicts_with = "image")]
     pub wasm: Option<PathBuf>,
+    /// envoy --build native: the libtrustip.so file Envoy loads.
+    #[arg(long, value_name = "PATH")]
+    pub module: Option<PathBuf>,
     /// istio only: the module's OCI image or http(s) url (oci://registry/trustip:tag).
     #[arg(long, value_name = "URL")]
     pub image: Option<String>,
@@ -74,15 +90,36 @@ pub struct RenderArgs {
 }
 
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/trustip.wasm";
+/// Where `cargo build -p trustip --release` writes the native module.
+pub const DEFAULT_NATIVE: &str = "target/release/libtrustip.so";
 
-/// trustip with the policy of `file`, loaded by Envoy from `module`.
-pub fn trustip(file: &PolicyFile, module: String) -> Trustip {
+/// trustip with the policy of `file`, as `build`.
+pub fn trustip(file: &PolicyFile, build: Build) -> Trustip {
     Trustip {
-        build: Build::Wasm { module },
+        build,
         policy: file.policy.clone(),
         // The policy as one line of JSON, embedded exactly (a YAML scalar, never text
         // substituted into a template).
         policy_json: file.compact(),
+    }
+}
+
+/// The build choice against the target and the module flags: each mismatch one usage line.
+fn check_build(args: &RenderArgs, target: Target) -> Result<(), CliError> {
+    match args.build {
+        BuildKind::Native if target == Target::Istio => Err(CliError::Usage(
+            "--build native is only for --target envoy: Istio's WasmPlugin loads wasm modules, not Envoy dynamic modules".to_string(),
+        )),
+        BuildKind::Native if target == Target::Compose => Err(CliError::Usage(
+            "--build native is only for --target envoy: the compose stack runs the wasm build".to_string(),
+        )),
+        BuildKind::Native if args.wasm.is_some() => Err(CliError::Usage(
+            "--wasm is for the wasm build; with --build native give the dynamic module with --module PATH".to_string(),
+        )),
+        BuildKind::Wasm if args.module.is_some() => Err(CliError::Usage(
+            "--module is for --build native; the wasm build's module is --wasm PATH".to_string(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -102,19 +139,34 @@ pub fn run(args: &RenderArgs) -> Result<u8, CliError> {
             "--image is only for --target istio; use --wasm PATH".to_string(),
         ));
     }
+    check_build(args, target)?;
     match target {
         Target::Envoy => {
-            let wasm = args
-                .wasm
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_WASM));
+            let build = match args.build {
+                BuildKind::Wasm => Build::Wasm {
+                    module: args
+                        .wasm
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_WASM))
+                        .display()
+                        .to_string(),
+                },
+                BuildKind::Native => Build::Native {
+                    module: args
+                        .module
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_NATIVE))
+                        .display()
+                        .to_string(),
+                },
+            };
             let options = envoy::Options {
                 listen: parse_socket_addr("--listen", &args.listen)?,
                 admin: parse_socket_addr("--admin", &args.admin)?,
                 upstream: parse_host_port("--upstream", &args.upstream)?.into_parts(),
                 strict_proxy: args.strict_proxy,
             };
-            let wiring = envoy::wiring(trustip(&file, wasm.display().to_string()), &options);
+            let wiring = envoy::wiring(trustip(&file, build), &options);
             print!("{}", envoy::bootstrap(&wiring, options.strict_proxy)?);
         }
         Target::Istio => print!("{}", istio::resources(&file, args)?),

@@ -2,9 +2,12 @@
 //! printed. `render --target envoy`, the compose stack, the Istio resources and the samples in
 //! envoy/ are all built from it, and every shared name comes from `trustip::core::names`.
 //!
-//! A listener needs, in this order: the proxy_protocol listener filter (TLVs in filter state),
-//! set_filter_state (the direct peer D and the PROXY-derived source P, before anything can
-//! change them), trustip's network role, and the HCM with trustip's HTTP role (or tcp_proxy).
+//! A listener of the wasm build needs, in this order: the proxy_protocol listener filter (TLVs
+//! in filter state), set_filter_state (the direct peer D and the PROXY-derived source P, before
+//! anything can change them), trustip's network role, and the HCM with trustip's HTTP role (or
+//! tcp_proxy). One of the native build: proxy_protocol, trustip's listener filter (D and P read
+//! natively, the remote address set to the client), and the HCM with trustip's HTTP filter (or
+//! without it, the HCM then writing X-Forwarded-For from the remote address) or tcp_proxy.
 
 use trustip::core::config::Policy;
 use trustip::core::names;
@@ -39,16 +42,32 @@ impl Role {
     }
 }
 
-/// How trustip is built into Envoy. Only the proxy-wasm module exists today; a native Envoy
-/// dynamic module (`render --build native`) will be a second variant with its own filter
-/// configurations, and everything else in the model stays as it is.
+/// How trustip is built into Envoy: the same core and policy either way, different filters.
 #[derive(Clone, Debug)]
 pub enum Build {
-    /// The proxy-wasm module, loaded by Envoy from this path.
+    /// The proxy-wasm module, loaded by Envoy from this path: a network and an HTTP filter, each
+    /// role in its own VM; set_filter_state hands them the direct peer D.
     Wasm { module: String },
+    /// The native Envoy dynamic module (`libtrustip.so`), loaded from this path: a listener
+    /// filter (the connection's decision, read natively, and the remote address set to the
+    /// client), a network filter and an HTTP filter, chosen by `filter_name`.
+    Native { module: String },
+}
+
+/// Where an access log line is written, which decides the filter state it reads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LogScope {
+    /// The listener's line, one per connection.
+    Connection,
+    /// The HCM's line, one per request; `http_role`: trustip's HTTP filter runs in the HCM.
+    Request { http_role: bool },
 }
 
 impl Build {
+    pub fn is_native(&self) -> bool {
+        matches!(self, Build::Native { .. })
+    }
+
     /// The network (`Role::Network`) or HTTP filter running trustip with `policy_json`.
     pub fn filter(&self, role: Role, policy_json: &str) -> Extension {
         match self {
@@ -83,17 +102,90 @@ impl Build {
                     },
                 }
             }
+            Build::Native { module } => match role {
+                Role::Network => Extension {
+                    name: api::NETWORK_DYNAMIC_MODULE,
+                    typed_config: TypedConfig::NetworkDynamicModule(dynamic_module(
+                        module,
+                        names::NETWORK_FILTER_NAME,
+                        policy_json,
+                    )),
+                },
+                Role::Http => Extension {
+                    name: api::HTTP_DYNAMIC_MODULE,
+                    typed_config: TypedConfig::HttpDynamicModule(dynamic_module(
+                        module,
+                        names::HTTP_FILTER_NAME,
+                        policy_json,
+                    )),
+                },
+            },
         }
     }
 
-    /// The access-log command operator printing a value trustip published.
-    pub fn published(&self, property: &str) -> String {
+    /// The listener filter running trustip with `policy_json`, after proxy_protocol: only the
+    /// native build has one (`None` for wasm, which decides in its network filter).
+    pub fn listener_filter(&self, policy_json: &str) -> Option<Extension> {
         match self {
+            Build::Wasm { .. } => None,
+            Build::Native { module } => Some(Extension {
+                name: api::LISTENER_DYNAMIC_MODULE,
+                typed_config: TypedConfig::ListenerDynamicModule(dynamic_module(
+                    module,
+                    names::LISTENER_FILTER_NAME,
+                    policy_json,
+                )),
+            }),
+        }
+    }
+
+    /// The access-log command operator printing a value trustip published (`property`:
+    /// [`names::CLIENT_IP_PROPERTY`] or [`names::REASON_PROPERTY`]) in a line of `scope`.
+    pub fn published(&self, property: &str, scope: LogScope) -> String {
+        match self {
+            // Both wasm roles publish under the same names, which Envoy prefixes with `wasm.`.
             Build::Wasm { .. } => format!(
                 "%FILTER_STATE({}{property}:PLAIN)%",
                 names::WASM_FILTER_STATE_PREFIX
             ),
+            // The native HTTP filter publishes under the names themselves (request life span);
+            // the listener filter under the connection's names, which a request's line also
+            // reads when no trustip HTTP filter runs.
+            Build::Native { .. } => {
+                let key = match scope {
+                    LogScope::Request { http_role: true } => property,
+                    LogScope::Request { http_role: false } | LogScope::Connection => {
+                        if property == names::CLIENT_IP_PROPERTY {
+                            names::CONNECTION_CLIENT_IP_STATE
+                        } else {
+                            names::CONNECTION_REASON_STATE
+                        }
+                    }
+                };
+                format!("%FILTER_STATE({key}:PLAIN)%")
+            }
         }
+    }
+}
+
+/// A dynamic-module filter of trustip's native module: `filter_name` picks the filter.
+fn dynamic_module(
+    module: &str,
+    filter_name: &'static str,
+    policy_json: &str,
+) -> api::DynamicModuleFilter {
+    api::DynamicModuleFilter {
+        dynamic_module_config: api::DynamicModuleConfig {
+            module: api::Code {
+                local: api::Local {
+                    filename: module.to_string(),
+                },
+            },
+            metrics_namespace: names::NATIVE_METRICS_NAMESPACE,
+        },
+        filter_name,
+        // A bad policy: the module's config_new refuses it, and Envoy the configuration.
+        filter_config: api::StringValue::new(policy_json),
     }
 }
 
@@ -126,22 +218,22 @@ impl LogLine {
         self
     }
 
-    fn format(&self, build: &Build) -> String {
+    fn format(&self, build: &Build, scope: LogScope) -> String {
         self.0
             .iter()
             .map(|part| match part {
                 LogPart::Text(text) => text.clone(),
-                LogPart::Client => build.published(names::CLIENT_IP_PROPERTY),
-                LogPart::Reason => build.published(names::REASON_PROPERTY),
+                LogPart::Client => build.published(names::CLIENT_IP_PROPERTY, scope),
+                LogPart::Reason => build.published(names::REASON_PROPERTY, scope),
             })
             .collect()
     }
 
-    fn logger(&self, build: &Build) -> api::AccessLog {
+    fn logger(&self, build: &Build, scope: LogScope) -> api::AccessLog {
         Extension {
             name: api::STDOUT_LOGGER,
             typed_config: TypedConfig::StdoutAccessLog(api::StdoutAccessLog {
-                log_format: api::FormatString::text(self.format(build)),
+                log_format: api::FormatString::text(self.format(build, scope)),
             }),
         }
     }
@@ -205,11 +297,20 @@ pub fn set_filter_state(policy: &Policy) -> Extension {
 
 /// The HCM's client-address settings every trustip deployment uses.
 pub fn hcm_client_address() -> api::HcmClientAddress {
+    hcm_client_address_with(true)
+}
+
+/// The HCM's client-address settings; `trustip_owns_xff`: trustip's HTTP filter writes
+/// X-Forwarded-For. Without it (the native listener filter alone) the HCM writes
+/// X-Forwarded-For and x-envoy-external-address itself, from the remote address the listener
+/// filter set to the verified client.
+pub fn hcm_client_address_with(trustip_owns_xff: bool) -> api::HcmClientAddress {
     api::HcmClientAddress {
-        // The HCM's view of the client is the PROXY-derived address, not the load balancer...
+        // The HCM's view of the client is the PROXY-derived address (the native listener
+        // filter's verified client), not the load balancer...
         use_remote_address: true,
-        // ...but trustip owns X-Forwarded-For: the HCM must not append an unverified hop.
-        skip_xff_append: true,
+        // ...and when trustip owns X-Forwarded-For, the HCM must not append an unverified hop.
+        skip_xff_append: trustip_owns_xff,
         common_http_protocol_options: api::HttpProtocolOptions {
             // Envoy accepts header names with underscores by default, and many frameworks
             // read `x_forwarded_for` or `x_real_ip` as X-Forwarded-For and X-Real-IP (CGI
@@ -242,7 +343,7 @@ impl HostPort {
     }
 }
 
-/// What a listener serves after trustip's network role.
+/// What a listener serves after trustip's connection decision.
 #[derive(Clone, Debug)]
 pub enum App {
     /// The HCM, routing every request to `cluster`, with trustip's HTTP role or without it.
@@ -266,9 +367,12 @@ pub struct ListenerPlan {
     /// Refuse connections without a PROXY header at the listener; otherwise trustip's rules
     /// decide who may omit it.
     pub strict_proxy: bool,
-    pub network_role: bool,
+    /// trustip decides once per connection and closes a refused one before any byte is
+    /// forwarded: the wasm build's network filter (after set_filter_state), the native build's
+    /// listener filter (after proxy_protocol, also setting the remote address to the client).
+    pub connection_role: bool,
     pub app: App,
-    /// One line per connection, also for one the network role closed: it shows the reason.
+    /// One line per connection, also for one trustip closed: it shows the reason.
     pub connection_log: Option<LogLine>,
 }
 
@@ -312,9 +416,28 @@ impl Wiring {
     fn listener(&self, plan: &ListenerPlan) -> api::Listener {
         let trustip = &self.trustip;
         let build = &trustip.build;
-        let mut filters = vec![set_filter_state(&trustip.policy)];
-        if plan.network_role {
-            filters.push(trustip.filter(Role::Network));
+        let mut listener_filters = vec![Extension {
+            name: api::PROXY_PROTOCOL,
+            typed_config: TypedConfig::ProxyProtocol(proxy_protocol(
+                &trustip.policy,
+                Some(!plan.strict_proxy),
+            )),
+        }];
+        let mut filters = Vec::new();
+        match build {
+            // The wasm filters cannot see D once proxy_protocol ran: set_filter_state keeps it.
+            Build::Wasm { .. } => {
+                filters.push(set_filter_state(&trustip.policy));
+                if plan.connection_role {
+                    filters.push(trustip.filter(Role::Network));
+                }
+            }
+            // The native filters read D and P themselves.
+            Build::Native { .. } => {
+                if plan.connection_role {
+                    listener_filters.extend(build.listener_filter(&trustip.policy_json));
+                }
+            }
         }
         filters.push(match &plan.app {
             App::Http {
@@ -336,7 +459,9 @@ impl Wiring {
                     typed_config: TypedConfig::HttpConnectionManager(Box::new(
                         api::HttpConnectionManager {
                             stat_prefix: stat_prefix.clone(),
-                            client_address: hcm_client_address(),
+                            client_address: hcm_client_address_with(
+                                *http_role || !build.is_native(),
+                            ),
                             http_filters,
                             route_config: api::RouteConfig {
                                 virtual_hosts: vec![api::VirtualHost {
@@ -350,7 +475,17 @@ impl Wiring {
                                     }],
                                 }],
                             },
-                            access_log: request_log.iter().map(|l| l.logger(build)).collect(),
+                            access_log: request_log
+                                .iter()
+                                .map(|l| {
+                                    l.logger(
+                                        build,
+                                        LogScope::Request {
+                                            http_role: *http_role,
+                                        },
+                                    )
+                                })
+                                .collect(),
                         },
                     )),
                 }
@@ -372,15 +507,9 @@ impl Wiring {
             access_log: plan
                 .connection_log
                 .iter()
-                .map(|l| l.logger(build))
+                .map(|l| l.logger(build, LogScope::Connection))
                 .collect(),
-            listener_filters: vec![Extension {
-                name: api::PROXY_PROTOCOL,
-                typed_config: TypedConfig::ProxyProtocol(proxy_protocol(
-                    &trustip.policy,
-                    Some(!plan.strict_proxy),
-                )),
-            }],
+            listener_filters,
             filter_chains: vec![api::FilterChain { filters }],
         }
     }

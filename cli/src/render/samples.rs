@@ -7,7 +7,7 @@ use crate::render::model::{
     App, Build, ClusterPlan, Discovery, HostPort, ListenerPlan, LogLine, Trustip, Wiring,
 };
 use crate::render::yaml::{Anchors, Node};
-use crate::render::DEFAULT_WASM;
+use crate::render::{DEFAULT_NATIVE, DEFAULT_WASM};
 
 /// The file names in envoy/, without `.yaml`.
 pub const NAMES: &[&str] = &[
@@ -16,6 +16,8 @@ pub const NAMES: &[&str] = &[
     "http-role-only",
     "tcp-proxy-network-role",
     "demo",
+    "native-strict-lb-only",
+    "native-lb-and-cdn",
 ];
 
 struct Sample {
@@ -48,11 +50,21 @@ fn connection_line(extra: &str) -> LogLine {
         .text("\n")
 }
 
-fn trustip(policy_json: &str) -> Result<Trustip, CliError> {
+fn wasm() -> Build {
+    Build::Wasm {
+        module: DEFAULT_WASM.to_string(),
+    }
+}
+
+fn native() -> Build {
+    Build::Native {
+        module: DEFAULT_NATIVE.to_string(),
+    }
+}
+
+fn trustip(build: Build, policy_json: &str) -> Result<Trustip, CliError> {
     Ok(Trustip {
-        build: Build::Wasm {
-            module: DEFAULT_WASM.to_string(),
-        },
+        build,
         policy: trustip::core::config::Policy::from_json(policy_json.as_bytes())?,
         policy_json: policy_json.to_string(),
     })
@@ -60,9 +72,10 @@ fn trustip(policy_json: &str) -> Result<Trustip, CliError> {
 
 /// One listener on 0.0.0.0:10000 in front of a service on 127.0.0.1:8080, admin on loopback.
 fn one_listener(
+    build: Build,
     policy_json: &str,
     strict_proxy: bool,
-    network_role: bool,
+    connection_role: bool,
     app: App,
     connection_log: LogLine,
 ) -> Result<Wiring, CliError> {
@@ -70,13 +83,13 @@ fn one_listener(
         App::Http { cluster, .. } | App::Tcp { cluster, .. } => cluster.clone(),
     };
     Ok(Wiring {
-        trustip: trustip(policy_json)?,
+        trustip: trustip(build, policy_json)?,
         admin: HostPort::new("127.0.0.1", 9901),
         listeners: vec![ListenerPlan {
             name: "ingress".to_string(),
             address: HostPort::new("0.0.0.0", 10000),
             strict_proxy,
-            network_role,
+            connection_role,
             app,
             connection_log: Some(connection_log),
         }],
@@ -102,6 +115,7 @@ fn sample(name: &str) -> Result<Sample, CliError> {
         "strict-lb-only" => Sample {
             about: STRICT,
             wiring: one_listener(
+                wasm(),
                 STRICT_POLICY,
                 true,
                 true,
@@ -112,6 +126,7 @@ fn sample(name: &str) -> Result<Sample, CliError> {
         "mixed-lb-and-direct" => Sample {
             about: MIXED,
             wiring: one_listener(
+                wasm(),
                 MIXED_POLICY,
                 false,
                 true,
@@ -122,6 +137,7 @@ fn sample(name: &str) -> Result<Sample, CliError> {
         "http-role-only" => Sample {
             about: HTTP_ONLY,
             wiring: one_listener(
+                wasm(),
                 HTTP_ONLY_POLICY,
                 false,
                 false,
@@ -132,6 +148,7 @@ fn sample(name: &str) -> Result<Sample, CliError> {
         "tcp-proxy-network-role" => Sample {
             about: TCP,
             wiring: one_listener(
+                wasm(),
                 TCP_POLICY,
                 true,
                 true,
@@ -146,6 +163,29 @@ fn sample(name: &str) -> Result<Sample, CliError> {
             about: DEMO,
             wiring: demo()?,
         },
+        "native-strict-lb-only" => Sample {
+            about: NATIVE_STRICT,
+            // The listener filter alone: the HCM writes the client headers itself.
+            wiring: one_listener(
+                native(),
+                NATIVE_STRICT_POLICY,
+                true,
+                true,
+                http_app(false),
+                connection_line(""),
+            )?,
+        },
+        "native-lb-and-cdn" => Sample {
+            about: NATIVE_CDN,
+            wiring: one_listener(
+                native(),
+                NATIVE_CDN_POLICY,
+                false,
+                true,
+                http_app(true),
+                connection_line(""),
+            )?,
+        },
         other => {
             return Err(CliError::Usage(format!(
                 "--sample {other:?}: one of {}",
@@ -156,13 +196,13 @@ fn sample(name: &str) -> Result<Sample, CliError> {
 }
 
 fn demo() -> Result<Wiring, CliError> {
-    let listener = |name: &str, port: u16, network_role: bool| {
+    let listener = |name: &str, port: u16, connection_role: bool| {
         let direct = " direct=%DOWNSTREAM_DIRECT_REMOTE_ADDRESS% source=%DOWNSTREAM_REMOTE_ADDRESS% client_ip=";
         ListenerPlan {
             name: name.to_string(),
             address: HostPort::new("127.0.0.1", port),
             strict_proxy: false,
-            network_role,
+            connection_role,
             app: App::Http {
                 stat_prefix: name.to_string(),
                 http_role: true,
@@ -189,7 +229,7 @@ fn demo() -> Result<Wiring, CliError> {
         }
     };
     Ok(Wiring {
-        trustip: trustip(DEMO_POLICY)?,
+        trustip: trustip(wasm(), DEMO_POLICY)?,
         admin: HostPort::new("127.0.0.1", 18439),
         listeners: vec![
             listener("trustip_demo", 18431, true),
@@ -205,6 +245,9 @@ fn demo() -> Result<Wiring, CliError> {
 
 /// What every sample's listeners are made of, from the model itself.
 fn wiring_notes(name: &str, wiring: &Wiring) -> String {
+    if wiring.trustip.build.is_native() {
+        return native_notes(name, wiring);
+    }
     let mut notes = format!(
         "Generated by `trustip render --sample {name}` from the wiring model (cli/src/render/):\n\
          change the model and render again; a test fails when this file differs from a render.\n\
@@ -227,12 +270,12 @@ fn wiring_notes(name: &str, wiring: &Wiring) -> String {
         "set_filter_state, the first network filter: the real TCP peer D (no wasm attribute shows\n   \
          it once proxy_protocol ran) and the PROXY-derived source P, in one filter-state value.",
     );
-    if wiring.listeners.iter().all(|l| l.network_role) {
+    if wiring.listeners.iter().all(|l| l.connection_role) {
         line(
             "trustip's network role: decides once per connection, closes a rejected one before\n   \
              any byte is forwarded.",
         );
-    } else if wiring.listeners.iter().any(|l| l.network_role) {
+    } else if wiring.listeners.iter().any(|l| l.connection_role) {
         line(
             "trustip's network role, on the listeners that have it: decides once per connection,\n   \
              closes a rejected one before any byte is forwarded.",
@@ -258,6 +301,74 @@ fn wiring_notes(name: &str, wiring: &Wiring) -> String {
          failure_policy FAIL_CLOSED fails a connection when the VM fails. The listener access log\n\
          prints one line per connection (also one the network role closed: client_ip \"-\" and the\n\
          reason); the HCM's, one per request.",
+    );
+    notes
+}
+
+/// The native samples' pieces: no set_filter_state, the listener filter, the HCM writing the
+/// client headers itself when trustip-http is absent.
+fn native_notes(name: &str, wiring: &Wiring) -> String {
+    let mut notes = format!(
+        "Generated by `trustip render --sample {name}` from the wiring model (cli/src/render/):\n\
+         change the model and render again; a test fails when this file differs from a render.\n\
+         trustip's native build: the Envoy 1.40 dynamic module target/release/libtrustip.so\n\
+         (`cargo build -p trustip --release`). Each listener, in order:\n"
+    );
+    let mut step = 0;
+    let mut line = |text: &str| {
+        step += 1;
+        notes.push_str(&format!("{step}. {text}\n"));
+    };
+    let any_strict = wiring.listeners.iter().any(|l| l.strict_proxy);
+    line(if any_strict {
+        "proxy_protocol: Envoy parses the PROXY header (strict: a connection without one is\n   \
+         reset); TLVs the policy reads go to filter state."
+    } else {
+        "proxy_protocol: Envoy parses the PROXY header, optional here: trustip's rules decide\n   \
+         who may send or omit one; TLVs the policy reads go to filter state."
+    });
+    if wiring.listeners.iter().any(|l| l.connection_role) {
+        line(
+            "trustip-listener, a dynamic-module listener filter: decides once per connection from\n   \
+             the direct peer and the PROXY source, read natively (no set_filter_state); closes a\n   \
+             refused connection before any byte reaches a network filter; sets Envoy's remote\n   \
+             address to the verified client, so %DOWNSTREAM_REMOTE_ADDRESS%, RBAC remote_ip and\n   \
+             the HCM's client headers carry trustip's decision.",
+        );
+    }
+    let http_role = wiring.listeners.iter().any(|l| {
+        matches!(
+            l.app,
+            App::Http {
+                http_role: true,
+                ..
+            }
+        )
+    });
+    if http_role {
+        line(
+            "the HCM: use_remote_address (the client is the address the listener filter set),\n   \
+             skip_xff_append (trustip owns X-Forwarded-For), headers_with_underscores_action:\n   \
+             DROP_HEADER (x_forwarded_for, x_real_ip, true_client_ip never reach a filter or the\n   \
+             upstream); inside it trustip-http, a dynamic-module HTTP filter, takes the listener's\n   \
+             decision, walks X-Forwarded-For where the policy trusts the hop, and writes the\n   \
+             client-IP headers.",
+        );
+    } else {
+        line(
+            "the HCM, without a trustip HTTP filter: use_remote_address with skip_xff_append\n   \
+             false, so Envoy itself writes the remote address the listener filter set (the\n   \
+             verified client) into x-envoy-external-address and appends it to X-Forwarded-For;\n   \
+             headers_with_underscores_action: DROP_HEADER (x_forwarded_for, x_real_ip never\n   \
+             reach the upstream).",
+        );
+    }
+    notes.push_str(
+        "The filters take the same policy (filter_config), and filter_name picks the filter in\n\
+         the one module; a bad policy makes Envoy refuse the configuration. Counters are\n\
+         trustip.<filter>.<outcome> in /stats (metrics_namespace). The listener access log\n\
+         prints one line per connection (also one trustip closed, client_ip \"-\"; Envoy's log\n\
+         has trustip's line with the reason); the HCM's, one per request.",
     );
     notes
 }
@@ -443,6 +554,74 @@ const DEMO_POLICY: &str = r#"{
 }
 "#;
 
+const NATIVE_STRICT: &str = "\
+trustip sample, native build: a listener reachable ONLY through the L4 load balancer (strict
+PROXY protocol), with trustip's listener filter alone.
+
+  client --TCP--> L4 load balancer --PROXY v2 + TCP--> Envoy :10000 (this) --HTTP--> app :8080
+
+Every connection must start with a PROXY header (Envoy itself resets connections without
+one), and trustip makes sure the header comes from the load balancer: a PROXY header from any
+other peer is a spoofing attempt and the connection is closed before a byte reaches the HTTP
+layer. For the others the listener filter sets Envoy's remote address to the client, and
+Envoy's own HCM writes it: x-envoy-external-address, and the last X-Forwarded-For hop. There
+is no trustip HTTP filter, so no trustip code runs per request; but nothing removes what the
+client sent either: the upstream must read only x-envoy-external-address (or the last
+X-Forwarded-For hop), never x-real-ip or an earlier hop. Use native-lb-and-cdn.yaml when a
+proxy in front adds X-Forwarded-For, or when client-IP headers must be rewritten.
+
+Run from the repository root, after `cargo build -p trustip --release` (Envoy 1.40):
+  .venv/bin/envoy -c envoy/native-strict-lb-only.yaml --concurrency 1
+Try it with HAProxy bound to 127.0.0.5 and `server envoy 127.0.0.1:10000 send-proxy-v2
+source 127.0.0.5`, or hand-made PROXY headers.
+
+The policy: put your load balancers' addresses in rules[0].from (10.0.0.0/8 is a
+placeholder; 127.0.0.5 is the local HAProxy of scripts/demo and the tests).
+";
+
+const NATIVE_STRICT_POLICY: &str = r#"{
+  "mode": "enforce",
+  "rules": [
+    {"from": ["10.0.0.0/8", "127.0.0.5/32"], "proxy_protocol": "require"}
+  ]
+}
+"#;
+
+const NATIVE_CDN: &str = "\
+trustip sample, native build: the L4 load balancer with a CDN in front of it, with trustip's
+listener and HTTP filters.
+
+  client --> CDN edge --X-Forwarded-For--> L4 load balancer --PROXY v2--> Envoy :10000 (this)
+  Envoy --> app :8080
+
+The listener filter decides once per connection: the load balancer must send PROXY (without
+it the connection is rejected), a PROXY header from anyone else is a spoofing attempt and the
+connection is closed; direct clients connect as themselves. It sets Envoy's remote address to
+the PROXY source, here a CDN edge. The HTTP filter then walks X-Forwarded-For from the right
+while the hop is a CDN edge (xff.trusted): the first address outside the CDN is the client.
+X-Forwarded-For is rewritten with the verified chain, x-envoy-external-address and x-real-ip
+get the client address.
+
+Run from the repository root, after `cargo build -p trustip --release` (Envoy 1.40):
+  .venv/bin/envoy -c envoy/native-lb-and-cdn.yaml --concurrency 1
+Edit rules[0].from (10.0.0.0/8 is a placeholder; 127.0.0.5 is the local HAProxy of
+scripts/demo and the tests) and xff.trusted (here: two Cloudflare ranges as an example).
+";
+
+const NATIVE_CDN_POLICY: &str = r#"{
+  "mode": "enforce",
+  "rules": [
+    {"from": ["10.0.0.0/8", "127.0.0.5/32"], "proxy_protocol": "require"}
+  ],
+  "xff": {"trusted": ["173.245.48.0/20", "2400:cb00::/32"], "max_entries": 32},
+  "headers": {
+    "x_forwarded_for": "overwrite",
+    "set": ["x-envoy-external-address", "x-real-ip"]
+  },
+  "reject_status": 403
+}
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,9 +630,19 @@ mod tests {
     fn every_sample_renders() {
         for name in NAMES {
             let text = render(name).unwrap();
-            assert!(text.contains("vm_id: trustip-network") || *name == "http-role-only");
+            if name.starts_with("native-") {
+                assert!(text.contains("filter_name: trustip-listener"), "{name}");
+                assert!(!text.contains("wasm"), "{name}");
+            } else {
+                assert!(text.contains("vm_id: trustip-network") || *name == "http-role-only");
+            }
             assert!(text.contains("&policy"), "{name}");
         }
         assert!(render("nope").is_err());
+    }
+
+    #[test]
+    fn default_native_module_is_the_release_build() {
+        assert!(DEFAULT_NATIVE.ends_with(&format!("/{}", trustip::core::names::NATIVE_MODULE_FILE)));
     }
 }
