@@ -92,6 +92,8 @@ pub fn on_accept(
     let (direct, remote) = (host.direct.take(), host.remote.take());
     config.report(&verdict, log, &mut |id, by| ops.increment(id, by));
     if verdict.action != Action::Continue {
+        // The reason reaches the connection's access log too (there is no client to publish).
+        publish(ops, &verdict, false);
         ops.close(&format!("trustip_{}", verdict.reason()));
         return false;
     }
@@ -317,7 +319,13 @@ pub mod tests {
             Some("trustip_untrusted_proxy")
         );
         assert_eq!(connection.set_remote, None);
-        assert!(connection.state.is_empty());
+        // Only the reason is published: no client, no decision for an HTTP filter.
+        assert_eq!(
+            connection.state("trustip.connection.reason").as_deref(),
+            Some("untrusted_proxy")
+        );
+        assert_eq!(connection.state("trustip.connection.client_ip"), None);
+        assert_eq!(connection.state("trustip.decision"), None);
         assert_eq!(
             lines,
             vec!["trustip[listener ctx 0]: reject untrusted_proxy: direct_peer=127.0.0.66:4000 source=203.0.113.9:5555 rule=implicit"]

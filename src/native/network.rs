@@ -17,6 +17,8 @@ pub fn on_new_connection(
     let verdict = evaluate(&config.policy, Role::Network, &mut host);
     config.report(&verdict, log, &mut |id, by| ops.increment(id, by));
     if verdict.action != Action::Continue {
+        // The reason reaches the connection's access log too (there is no client to publish).
+        publish(ops, &verdict, false);
         ops.close(&format!("trustip_{}", verdict.reason()));
         return false;
     }

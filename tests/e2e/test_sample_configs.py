@@ -235,7 +235,7 @@ def test_native_strict_lb_only(sample, echo):
     assert spoofed.closed and spoofed.raw == b"", spoofed
     assert echo.find(spoofed.test_id) is None
     assert client.request(port, source=ATTACKER).closed  # no PROXY: Envoy resets (strict)
-    wait_stdout(envoy, f"connection client_ip=- reason=- direct_peer={ATTACKER}:{spoofed.local_port} ")
+    wait_stdout(envoy, f"connection client_ip=- reason=untrusted_proxy direct_peer={ATTACKER}:{spoofed.local_port} ")
     envoy.wait_for_log(f"reject untrusted_proxy: direct_peer={ATTACKER}:{spoofed.local_port}")
     assert native_listener_counters(envoy).get("trustip.listener.reject_untrusted_proxy") == 1
 
@@ -265,6 +265,6 @@ def test_native_lb_and_cdn(sample, echo):
     assert echo.find(spoofed.test_id) is None
     missing = client.request(port, source=LB)  # the load balancer without PROXY: missing_proxy
     assert missing.closed and missing.raw == b"", missing
-    wait_stdout(envoy, f"connection client_ip=- reason=- direct_peer={ATTACKER}:{spoofed.local_port} ")
+    wait_stdout(envoy, f"connection client_ip=- reason=untrusted_proxy direct_peer={ATTACKER}:{spoofed.local_port} ")
     envoy.wait_for_log(f"reject untrusted_proxy: direct_peer={ATTACKER}:{spoofed.local_port}")
     envoy.wait_for_log(f"reject missing_proxy: direct_peer={LB}:{missing.local_port}")
