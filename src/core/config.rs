@@ -1026,6 +1026,8 @@ fn compile_headers(raw: RawHeaders) -> Result<HeaderPolicy, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn the_issue_example_compiles() {
@@ -1180,6 +1182,8 @@ mod tests {
 mod issue7_tests {
     //! Bugs found by fuzzing and a misconfiguration audit (issue 7).
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn refusal(json: &str) -> String {
         match Policy::from_json(json.as_bytes()) {

@@ -19,6 +19,8 @@ mod proptests;
 
 #[cfg(test)]
 mod target_tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
     /// The same tests run natively and as 32-bit wasm (Envoy's target); this proves which.
     #[test]
     fn pointer_width_matches_the_target() {

@@ -4,6 +4,8 @@
 use super::*;
 use crate::core::inputs::{Inputs, Read};
 use crate::core::tlv::TlvKey;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 const LB: &str = "127.0.0.5:40000";
 const ATTACKER: &str = "127.0.0.66:40001";
