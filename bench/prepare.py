@@ -2,17 +2,22 @@
 """Writes everything one `scripts/bench` run needs into a work directory.
 
   prepare.py --work DIR --trustip-cli PATH --trustip-wasm PATH --noop-wasm PATH
-             [--port-base N] [--upstream direct|loopback]
+             --trustip-native PATH --noop-native PATH
+             [--port-base N] [--upstream direct|loopback] [--loads A,B,...]
 
 Files written (DIR/...):
-  policy-small.json    the realistic trustip policy (variant `trustip`)
-  policy-large.json    the same with 10,000 trusted XFF CIDRs, IPv4 and IPv6 (`trustip-large`)
-  envoy-VARIANT.yaml   one Envoy bootstrap per variant, all from ONE template: the bootstrap
-                       `trustip render --target envoy` prints for the small policy (the large one
-                       for trustip-large), with the access log removed and the route answering
-                       itself (direct_response). `noop` swaps the module for the no-op one in both
-                       roles, `native` drops both wasm filters. Listener, listener filters,
-                       set_filter_state, HCM settings and route are otherwise the same bytes.
+  policy-small.json    the realistic trustip policy (trustip-wasm, trustip-native,
+                       trustip-native-listener)
+  policy-large.json    the same with 10,000 trusted XFF CIDRs, IPv4 and IPv6 (trustip-wasm-large,
+                       trustip-native-large)
+  envoy-VARIANT.yaml   one Envoy bootstrap per variant (VARIANTS below), all from ONE template:
+                       the bootstrap `trustip render --target envoy` prints for the small policy
+                       (the large one for the -large variants), with the access logs removed and
+                       the route answering itself (direct_response). The wasm variants keep
+                       set_filter_state (the wasm build reads the direct peer from it); `envoy`
+                       and the native variants drop it and the wasm filters, and the native ones
+                       add the dynamic-module filters (the same policy JSON as the wasm build's).
+                       Listener, proxy_protocol, HCM and route are otherwise the same bytes.
   haproxy.cfg          HAProxy (mode tcp): per variant an LB frontend on 127.0.0.5 that connects
                        to Envoy from 127.0.0.5 with send-proxy-v2, and a relay frontend on
                        127.0.0.6 that connects from 127.0.0.6 without PROXY (for the load that
@@ -43,7 +48,47 @@ from pathlib import Path
 
 import yaml
 
-VARIANTS = ["native", "noop", "trustip", "trustip-large"]
+# Every variant of one run, in the order of the report. What each adds to `envoy`:
+VARIANTS = {
+    "envoy": {
+        "build": "-", "policy": None,
+        "adds": "nothing: proxy_protocol listener filter, HCM (use_remote_address, the HCM "
+        "appending to X-Forwarded-For itself), router",
+    },
+    "noop-wasm": {
+        "build": "wasm", "policy": None,
+        "adds": "set_filter_state and bench/noop (proxy-wasm, V8, one VM for both roles) as "
+        "network and HTTP filter, every callback Continue; skip_xff_append",
+    },
+    "trustip-wasm": {
+        "build": "wasm", "policy": "small",
+        "adds": "set_filter_state and trustip.wasm as network and HTTP filter (as rendered); "
+        "skip_xff_append",
+    },
+    "trustip-wasm-large": {
+        "build": "wasm", "policy": "large",
+        "adds": "trustip-wasm with 10,000 trusted XFF CIDRs",
+    },
+    "noop-native": {
+        "build": "native", "policy": None,
+        "adds": "bench/noop-native (dynamic module) as HTTP filter, every hook Continue; "
+        "skip_xff_append",
+    },
+    "trustip-native": {
+        "build": "native", "policy": "small",
+        "adds": "libtrustip.so as listener filter (after proxy_protocol) and HTTP filter; "
+        "skip_xff_append",
+    },
+    "trustip-native-listener": {
+        "build": "native", "policy": "small",
+        "adds": "libtrustip.so as listener filter only; the HCM writes X-Forwarded-For and "
+        "x-envoy-external-address from the remote address trustip sets",
+    },
+    "trustip-native-large": {
+        "build": "native", "policy": "large",
+        "adds": "trustip-native with 10,000 trusted XFF CIDRs",
+    },
+}
 
 LB_IP = "127.0.0.5"  # HAProxy: send-proxy-v2, rule `require`
 NLB_IP = "127.0.0.6"  # a relay playing an AWS NLB: PROXY v2 + 0xEA TLV, rule `require` + tlvs
@@ -164,35 +209,39 @@ def lua_bytes(data: bytes) -> str:
 
 # --- loads --------------------------------------------------------------------------------
 
+# What trustip does per request in each load. "Connection part": the wasm build's network role,
+# the native build's listener filter (trustip-native-listener has only that part, and no walk).
 LOADS = {
     "ka-lb": {
         "title": "keep-alive via HAProxy",
         "keepalive": True, "path": "lb",
-        "exercises": "HTTP role per request: D=127.0.0.5 (rule 0, require), PROXY used "
-        "(P=wrk's 127.0.0.1), XFF walk; network role once per connection (connections are "
+        "exercises": "HTTP part per request: D=127.0.0.5 (rule 0, require), PROXY used "
+        "(P=wrk's 127.0.0.1), XFF walk; connection part once per connection (connections are "
         "reused)",
     },
     "ka-direct": {
         "title": "keep-alive direct",
         "keepalive": True, "path": "direct",
-        "exercises": "HTTP role per request: D=127.0.0.1 (rule 3, reject: no PROXY, C=D), XFF walk",
+        "exercises": "HTTP part per request: D=127.0.0.1 (rule 3, reject: no PROXY, C=D), XFF "
+        "walk",
     },
     "close-lb": {
         "title": "new connection per request via HAProxy",
         "keepalive": False, "path": "lb",
-        "exercises": "per request: PROXY v2 parsing, set_filter_state, network role and HTTP "
-        "role (rule 0, require), XFF walk",
+        "exercises": "per request: PROXY v2 parsing (and set_filter_state for wasm), connection "
+        "part and HTTP part (rule 0, require), XFF walk",
     },
     "close-direct": {
         "title": "new connection per request direct",
         "keepalive": False, "path": "direct",
-        "exercises": "per request: network role and HTTP role (rule 3, no PROXY), XFF walk",
+        "exercises": "per request: connection part and HTTP part (rule 3, no PROXY), XFF walk",
     },
     "close-tlv": {
         "title": "new connection per request, PROXY v2 + AWS TLV via relay",
         "keepalive": False, "path": "tlv",
         "exercises": "per request: PROXY v2 with a 0xEA TLV (hand-built by wrk, relayed from "
-        "127.0.0.6), TLV allowlist checked by both roles (rule 1), XFF walk",
+        "127.0.0.6), TLV allowlist checked by the connection part and the HTTP part (rule 1), "
+        "XFF walk",
     },
 }
 
@@ -233,7 +282,42 @@ def render(cli: str, policy: Path, listen: str, admin: str, upstream: str, wasm:
     return yaml.safe_load(out)
 
 
-def bootstrap(variant: str, rendered: dict, noop_wasm: str, upstream_mode: str,
+def trustip_names(cli: str) -> dict:
+    """The native build's filter names and metrics namespace, from `trustip names`."""
+    out = subprocess.run([cli, "names"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+DYNAMIC_MODULE_TYPES = {
+    "listener": "envoy.extensions.filters.listener.dynamic_modules.v3.DynamicModuleListenerFilter",
+    "http": "envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+}
+DYNAMIC_MODULE_FILTERS = {
+    "listener": "envoy.filters.listener.dynamic_modules",
+    "http": "envoy.extensions.filters.http.dynamic_modules",
+}
+WASM_FILTERS = ("envoy.filters.network.wasm", "envoy.filters.http.wasm")
+SET_FILTER_STATE = "envoy.filters.network.set_filter_state"
+
+
+def dynamic_module(kind: str, module: str, filter_name: str, namespace: str,
+                   config: str | None) -> dict:
+    """A dynamic-module filter as tests/e2e/harness/envoy.py native_filter() builds it."""
+    typed = {
+        "@type": f"type.googleapis.com/{DYNAMIC_MODULE_TYPES[kind]}",
+        "dynamic_module_config": {
+            "module": {"local": {"filename": module}},
+            "metrics_namespace": namespace,
+        },
+        "filter_name": filter_name,
+    }
+    if config is not None:
+        typed["filter_config"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": config}
+    return {"name": DYNAMIC_MODULE_FILTERS[kind], "typed_config": typed}
+
+
+def bootstrap(variant: str, rendered: dict, args: argparse.Namespace, names: dict,
               upstream_port: int) -> dict:
     doc = json.loads(json.dumps(rendered))  # deep copy
     listener = doc["static_resources"]["listeners"][0]
@@ -241,9 +325,11 @@ def bootstrap(variant: str, rendered: dict, noop_wasm: str, upstream_mode: str,
     hcm = next(
         f for f in filters if f["name"] == "envoy.filters.network.http_connection_manager"
     )["typed_config"]
-    # No per-request logging: it would cost the same in every variant and blur the ratios.
+    # No per-request or per-connection logging: it would cost the same in every variant and
+    # blur the ratios (and with a new connection per request, the connection log is per request).
     hcm.pop("access_log", None)
-    if upstream_mode == "direct":
+    listener.pop("access_log", None)
+    if args.upstream == "direct":
         # Envoy answers itself: the measurement stays on the listener/HCM/filter path.
         for vhost in hcm["route_config"]["virtual_hosts"]:
             vhost["routes"] = [{
@@ -274,35 +360,71 @@ def bootstrap(variant: str, rendered: dict, noop_wasm: str, upstream_mode: str,
                 },
             }]}],
         })
-    wasm_filters = [filters] + [hcm["http_filters"]]
-    if variant == "native":
-        listener["filter_chains"][0]["filters"] = [
-            f for f in filters if f["name"] != "envoy.filters.network.wasm"
-        ]
-        hcm["http_filters"] = [
-            f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.wasm"
-        ]
-    elif variant == "noop":
-        for chain in wasm_filters:
-            for f in chain:
-                if f["name"] not in ("envoy.filters.network.wasm", "envoy.filters.http.wasm"):
-                    continue
-                config = f["typed_config"]["config"]
-                role = "noop-network" if f["name"] == "envoy.filters.network.wasm" else "noop-http"
-                config["name"] = role
-                config["root_id"] = role
-                config["vm_config"]["vm_id"] = "noop"
-                config["vm_config"]["code"] = {"local": {"filename": noop_wasm}}
-                config.pop("configuration", None)
+    build = VARIANTS[variant]["build"]
+    if build == "wasm":
+        if variant == "noop-wasm":
+            for chain in (filters, hcm["http_filters"]):
+                for f in chain:
+                    if f["name"] not in WASM_FILTERS:
+                        continue
+                    config = f["typed_config"]["config"]
+                    role = ("noop-network" if f["name"] == "envoy.filters.network.wasm"
+                            else "noop-http")
+                    config["name"] = role
+                    config["root_id"] = role
+                    config["vm_config"]["vm_id"] = "noop"
+                    config["vm_config"]["code"] = {"local": {"filename": args.noop_wasm}}
+                    config.pop("configuration", None)
+        return doc
+
+    # `envoy` and the native build: no wasm, no set_filter_state (the native filters read the
+    # direct peer from Envoy itself). The policy: the very JSON the wasm build gets.
+    wasm_http = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
+    policy_json = wasm_http["typed_config"]["config"]["configuration"]["value"]
+    listener["filter_chains"][0]["filters"] = [
+        f for f in filters if f["name"] not in WASM_FILTERS and f["name"] != SET_FILTER_STATE
+    ]
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in WASM_FILTERS]
+    namespace = names["native_metrics_namespace"]
+    http_filter = None
+    if variant == "noop-native":
+        http_filter = dynamic_module("http", args.noop_native, "noop-http", "noop", None)
+    elif variant in ("trustip-native", "trustip-native-large"):
+        http_filter = dynamic_module("http", args.trustip_native, names["http_filter_name"],
+                                     namespace, policy_json)
+    if variant in ("trustip-native", "trustip-native-large", "trustip-native-listener"):
+        # After proxy_protocol, as tests/e2e build it: D and the PROXY source are both known.
+        listener["listener_filters"].append(dynamic_module(
+            "listener", args.trustip_native, names["listener_filter_name"], namespace,
+            policy_json))
+    if http_filter is not None:
+        hcm["http_filters"].insert(0, http_filter)
+    else:
+        # No filter writes X-Forwarded-For: the HCM appends the remote address itself (Envoy's
+        # default), and sets x-envoy-external-address, as a gateway without trustip would.
+        hcm["skip_xff_append"] = False
     return doc
 
 
-def check_wasm_filters(variant: str, doc: dict) -> None:
+def check_filters(variant: str, doc: dict) -> None:
+    """The bootstrap holds the filters the variant is about, and no other module."""
     text = json.dumps(doc)
-    count = text.count("envoy.filters.network.wasm") + text.count("envoy.filters.http.wasm")
-    expected = 0 if variant == "native" else 2
-    if count != expected:
-        sys.exit(f"prepare: {variant}: {count} wasm filters in the bootstrap, expected {expected}")
+    found = {
+        "wasm": sum(text.count(f'"{name}"') for name in WASM_FILTERS),
+        "set_filter_state": text.count(f'"{SET_FILTER_STATE}"'),
+        "listener module": text.count(f'"{DYNAMIC_MODULE_FILTERS["listener"]}"'),
+        "http module": text.count(f'"{DYNAMIC_MODULE_FILTERS["http"]}"'),
+    }
+    build = VARIANTS[variant]["build"]
+    expected = {
+        "wasm": 2 if build == "wasm" else 0,
+        "set_filter_state": 1 if build == "wasm" else 0,
+        "listener module": 1 if variant.startswith("trustip-native") else 0,
+        "http module": 1 if variant in ("noop-native", "trustip-native",
+                                        "trustip-native-large") else 0,
+    }
+    if found != expected:
+        sys.exit(f"prepare: {variant}: filters {found}, expected {expected}")
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -341,6 +463,8 @@ def main() -> None:
     parser.add_argument("--trustip-cli", required=True)
     parser.add_argument("--trustip-wasm", required=True)
     parser.add_argument("--noop-wasm", required=True)
+    parser.add_argument("--trustip-native", required=True)
+    parser.add_argument("--noop-native", required=True)
     parser.add_argument("--port-base", type=int, default=19400)
     parser.add_argument("--upstream", choices=["direct", "loopback"], default="direct")
     parser.add_argument("--loads", default=",".join(LOADS))
@@ -358,9 +482,9 @@ def main() -> None:
     large = json.loads(json.dumps(small))
     large["xff"]["trusted"] = large_cidrs
     xff = xff_header(middle)
-    policies = {"trustip": work / "policy-small.json", "trustip-large": work / "policy-large.json"}
-    policies["trustip"].write_text(json.dumps(small, indent=2) + "\n")
-    policies["trustip-large"].write_text(json.dumps(large, indent=1) + "\n")
+    policies = {"small": work / "policy-small.json", "large": work / "policy-large.json"}
+    policies["small"].write_text(json.dumps(small, indent=2) + "\n")
+    policies["large"].write_text(json.dumps(large, indent=1) + "\n")
 
     # What trustip must decide on each path (the same function the filter runs).
     peers = {
@@ -368,17 +492,17 @@ def main() -> None:
         "direct": (f"{CLIENT_IP}:40000", None, None),
         "tlv": (f"{NLB_IP}:50000", "%s:%d" % TLV_PROXY_SOURCE, f"aws_vpce_id={VPCE_ID}"),
     }
-    expected_client = {"trustip": middle[-1], "trustip-large": XFF_CLIENT}
+    expected_client = {"small": middle[-1], "large": XFF_CLIENT}
     decisions = {}
-    for variant, policy in policies.items():
+    for size, policy in policies.items():
         for path in sorted({LOADS[name]["path"] for name in loads}):
             peer, proxy, tlv = peers[path]
             result = explain(args.trustip_cli, policy, peer, proxy, tlv, xff)
-            if result.get("action") != "accept" or result.get("client_ip") != expected_client[variant]:
-                sys.exit(f"prepare: {variant} on path {path}: trustip explain says "
+            if result.get("action") != "accept" or result.get("client_ip") != expected_client[size]:
+                sys.exit(f"prepare: {policy.name} on path {path}: trustip explain says "
                          f"{json.dumps(result)}; expected accept with client "
-                         f"{expected_client[variant]}")
-            decisions[f"{variant}/{path}"] = {
+                         f"{expected_client[size]}")
+            decisions[f"{policy.name}/{path}"] = {
                 "reason": result.get("reason"), "rule": result.get("rule"),
                 "client_ip": result.get("client_ip"),
                 "x-forwarded-for": (result.get("headers") or {}).get("x-forwarded-for"),
@@ -399,14 +523,15 @@ def main() -> None:
             free.append(("127.0.0.1", p["upstream"]))
     check_free(free)
 
+    names = trustip_names(args.trustip_cli)
     for variant in VARIANTS:
         p = ports[variant]
-        policy = policies.get(variant, policies["trustip"])
+        policy = policies[VARIANTS[variant]["policy"] or "small"]
         rendered = render(args.trustip_cli, policy, f"127.0.0.1:{p['listen']}",
                           f"127.0.0.1:{p['admin']}", f"127.0.0.1:{p['upstream']}",
                           args.trustip_wasm)
-        doc = bootstrap(variant, rendered, args.noop_wasm, args.upstream, p["upstream"])
-        check_wasm_filters(variant, doc)
+        doc = bootstrap(variant, rendered, args, names, p["upstream"])
+        check_filters(variant, doc)
         header = (f"# scripts/bench, variant {variant}: `trustip render --target envoy` of "
                   f"{policy.name}, edited by bench/prepare.py\n")
         (work / f"envoy-{variant}.yaml").write_text(
@@ -444,7 +569,8 @@ def main() -> None:
             urls[f"{name}/{variant}"] = f"http://{host}:{port}/"
 
     plan = {
-        "variants": VARIANTS, "loads": loads, "ports": ports, "urls": urls,
+        "variants": list(VARIANTS), "variant_info": VARIANTS, "loads": loads, "ports": ports,
+        "urls": urls,
         "load_info": {name: LOADS[name] for name in loads},
         "xff": xff, "decisions": decisions, "upstream": args.upstream,
         "large_count": len(large_cidrs),

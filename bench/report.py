@@ -6,14 +6,18 @@
       responses and no socket errors: a rejected request would be cheaper than a served one and
       make a variant look fast.
   report.py write --work DIR --out FILE
-      Writes the report: settings and machine, issue 4's targets met or missed, one table of
-      cells (median requests/s, p50/p99 latency, Envoy's CPU share and CPU time per request,
-      CPU other processes took from Envoy's core), the ratios pair by pair (per round, then the
-      median) by requests/s and by Envoy CPU per request, the .wasm sizes, Envoy's RSS, what each
-      load exercises, and Envoy's request counters and trustip's counters.
+      Writes the report of every measured run in DIR so far (scripts/bench calls it after each
+      round, and once more if the run fails; meta.env's `status` says which): settings and
+      machine, the targets of issue 8 (native build) and issue 4 (wasm build) met or missed, the
+      two builds side by side against Envoy alone, one table of cells (median requests/s,
+      p50/p99 latency, Envoy's CPU share and CPU time per request, CPU other processes took from
+      Envoy's core), the ratios pair by pair (per round, then the median) by requests/s and by
+      Envoy CPU per request, the module sizes, Envoy's RSS, what each variant adds and what each
+      load exercises, and Envoy's request counters and trustip's counters (where fetched).
 
 Python standard library only. Inputs (from scripts/bench and bench/prepare.py): DIR/plan.json,
-DIR/runs.tsv (one line per wrk run), the wrk outputs, DIR/meta.env, DIR/stats-VARIANT.txt.
+DIR/runs.tsv (one line per wrk run), the wrk outputs, DIR/meta.env, DIR/stats-VARIANT.txt
+(optional).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from pathlib import Path
 
 KIB = 1024
 
-# Issue 4's targets that are not ratios (the ratio thresholds are in write()).
-WASM_TARGET = 200 * KIB
-RSS_TARGET_KIB = 5 * 1024  # trustip <= noop + 5 MiB per worker (one worker here)
+# The targets that are not ratios (the ratio thresholds are in ratio_targets()).
+WASM_TARGET = 200 * KIB  # issue 4: trustip.wasm after wasm-opt
+RSS_TARGET_KIB = 5 * 1024  # issue 4: trustip-wasm <= noop-wasm + 5 MiB per worker (one worker
+# here); issue 8: trustip-native-large <= envoy + 5 MiB in total
 
 
 def parse_duration_us(text: str) -> float:
@@ -134,12 +139,54 @@ def verdict(value: float | None, threshold: float, direction: str) -> str:
     return "met" if met else "**missed**"
 
 
+# The comparisons the report makes (a/b), in its order: each build's floor against Envoy
+# alone, trustip against Envoy alone and against its build's floor.
+PAIRS = [
+    ("noop-wasm", "envoy"),
+    ("trustip-wasm", "envoy"),
+    ("trustip-wasm", "noop-wasm"),
+    ("trustip-wasm-large", "noop-wasm"),
+    ("noop-native", "envoy"),
+    ("trustip-native", "envoy"),
+    ("trustip-native", "noop-native"),
+    ("trustip-native-listener", "envoy"),
+    ("trustip-native-large", "envoy"),
+]
+# The builds side by side: each variant against Envoy alone.
+SIDE_BY_SIDE = [
+    ("wasm", ["noop-wasm", "trustip-wasm", "trustip-wasm-large"]),
+    ("native", ["noop-native", "trustip-native", "trustip-native-listener",
+                "trustip-native-large"]),
+]
+
+
+def ratio_targets(load: str, keepalive: bool) -> list[tuple[str, str, str, str, float, str]]:
+    """(issue, variant, baseline, key, threshold, direction) of every ratio target of a load.
+    Issue 8: the native build against Envoy alone and against the no-op module. Issue 4: the
+    wasm build against the no-op wasm module."""
+    targets = []
+    if keepalive:
+        targets += [
+            ("8", "trustip-native", "envoy", "rps", 0.93, ">="),
+            ("8", "trustip-native", "noop-native", "rps", 0.95, ">="),
+        ]
+    else:
+        targets.append(("8", "trustip-native", "envoy", "rps", 0.95, ">="))
+    targets.append(("8", "trustip-native-listener", "envoy", "rps", 0.98, ">="))
+    targets.append(("4", "trustip-wasm", "noop-wasm", "rps", 0.95 if keepalive else 0.90, ">="))
+    if keepalive:
+        targets.append(("4", "trustip-wasm", "noop-wasm", "p99", 1.10, "<="))
+    targets.append(("4", "trustip-wasm-large", "noop-wasm", "rps", 0.90, ">="))
+    return targets
+
+
 def write(work: Path, out: Path) -> None:
     plan = json.loads((work / "plan.json").read_text())
     meta = read_env(work / "meta.env")
     clk_tck = int(meta.get("clk_tck", "100"))
     runs = [r for r in read_runs(work) if r["phase"] == "measure"]
     variants, loads = plan["variants"], plan["loads"]
+    info = plan.get("variant_info", {})
     rounds = sorted({r["round"] for r in runs})
     problems = bad_runs(runs)
     for run in runs:
@@ -175,38 +222,65 @@ def write(work: Path, out: Path) -> None:
                 result.append(x[key] - y[key])
         return result
 
+    def fmt_add(v: list[float]) -> str:
+        return f"{median(v):+.1f} µs" if v else "-"
+
+    def rss(kind: str, variant: str) -> int | None:
+        value = meta.get(f"rss_{kind}_{variant.replace('-', '_')}")
+        return int(value) if value else None
+
+    def rss_above(variant: str, baseline: str) -> int | None:
+        a, b = rss("peak", variant), rss("peak", baseline)
+        return None if a is None or b is None else a - b
+
+    def fmt_mib(kib: int | None, sign: bool = False) -> str:
+        if kib is None:
+            return "-"
+        return f"{kib / 1024:+.1f} MiB" if sign else f"{kib / 1024:.1f} MiB"
+
     md: list[str] = []
+    status = meta.get("status", "complete")
     upstream = ("`direct_response` route: Envoy answers itself, no upstream connection"
                 if plan["upstream"] == "direct"
                 else "router to a second listener of the same Envoy (direct_response)")
     md += [
         "# trustip benchmark results",
         "",
-        f"Written by `scripts/bench` on {meta.get('date', '?')} (commit "
-        f"{meta.get('commit', '?')}); the whole run took {meta.get('duration', '?')} s.",
+        f"Written by `scripts/bench{' --quick' if meta.get('quick') == '1' else ''}` on "
+        f"{meta.get('date', '?')} (commit {meta.get('commit', '?')}); the whole run took "
+        f"{meta.get('duration', '?')} s.",
         "",
+    ]
+    if status != "complete":
+        md += [f"**Incomplete run ({status}).** This report holds the {len(rounds)} round(s) "
+               f"measured of the {meta.get('rounds', '?')} planned; a cell of an unfinished "
+               "round counts only where its pair was measured too.", ""]
+    if meta.get("quick") == "1":
+        md += ["**Smoke run (`--quick`)**: one short round; the numbers only show that every "
+               "variant and load runs, not what anything costs.", ""]
+    md += [
         "| | |",
         "|---|---|",
         f"| Machine | {meta.get('nproc', '?')} cores, {meta.get('cpu_model', '?')}, "
         f"{meta.get('kernel', '?')} |",
-        f"| Envoy | {meta.get('envoy_version', '?')}, V8 runtime, `--concurrency 1`, one process "
-        "per variant, all pinned to core 0 |",
+        f"| Envoy | {meta.get('envoy_version', '?')}, V8 runtime for wasm, `--concurrency 1`, "
+        "one process per variant, all pinned to core 0 |",
         f"| Load | wrk {meta.get('wrk_version', '?')} (1 thread, {meta.get('connections', '?')} "
         f"connections) and HAProxy {meta.get('haproxy_version', '?')} (1 thread), both pinned "
         f"to core 1; Envoy, wrk and HAProxy at nice {meta.get('nice', '?')} |",
-        f"| Runs | {meta.get('warmup', '?')} s warm-up per cell, then {len(rounds)} rounds of "
-        f"{meta.get('seconds', '?')} s per cell; within a round each load runs on every variant "
-        "back to back, the variant order rotating from round to round |",
+        f"| Runs | {meta.get('warmup', '?')} s warm-up per cell, then rounds of "
+        f"{meta.get('seconds', '?')} s per cell ({len(rounds)} measured); within a round each "
+        "load runs on every variant back to back, the variant order rotating from round to round |",
         f"| Upstream | {upstream} |",
         f"| Load average | {meta.get('loadavg_start', '?')} at start, "
         f"{meta.get('loadavg_end', '?')} at end |",
         "",
-        "How to read it: requests/s ratios are what issue 4's targets name, and they equal the "
+        "How to read it: requests/s ratios are what the targets name, and they equal the "
         "ratio of Envoy's capacities only while Envoy's core is saturated (Envoy CPU near 100%). "
         "Where it is not (with 2 cores, wrk and HAProxy saturate core 1 first in the loads "
         "through HAProxy with a new connection per request), the requests/s ratio understates "
         "what the filter costs; the ratio of Envoy CPU time per request (\"by CPU\", written "
-        "noop/trustip so that it reads like a requests/s ratio) is then the better estimate. "
+        "baseline/variant so that it reads like a requests/s ratio) is then the better estimate. "
         "\"Others on core 0\" is CPU time other processes took from Envoy's core during the "
         "runs: this machine may be shared, and such runs are noisy.",
         "",
@@ -216,58 +290,68 @@ def write(work: Path, out: Path) -> None:
         md += [f"- {p}" for p in problems] + [""]
 
     # --- targets first
-    summary = ["## Targets (issue 4)", "",
-               "| Target | by requests/s | by Envoy CPU per request |", "|---|---|---|"]
-    ratio_rows = []
+    summary = {"8": [], "4": []}
     for load in loads:
         keepalive = plan["load_info"][load]["keepalive"]
-        threshold = 0.95 if keepalive else 0.90
-        t_rps = ratios(load, "trustip", "noop", "rps")
-        t_cpu = ratios(load, "trustip", "noop", "cpu_per_rq", inverse=True)
-        t_p99 = ratios(load, "trustip", "noop", "p99")
-        l_rps = ratios(load, "trustip-large", "noop", "rps")
-        l_cpu = ratios(load, "trustip-large", "noop", "cpu_per_rq", inverse=True)
-        n_rps = ratios(load, "noop", "native", "rps")
-        n_cpu = ratios(load, "noop", "native", "cpu_per_rq", inverse=True)
-        t_add = differences(load, "trustip", "noop", "cpu_per_rq")
-        l_add = differences(load, "trustip-large", "noop", "cpu_per_rq")
-        n_add = differences(load, "noop", "native", "cpu_per_rq")
-        summary.append(
-            f"| {load}: trustip >= {threshold:.2f}x noop | {fmt_ratio(t_rps)} "
-            f"{verdict(median(t_rps), threshold, '>=')} | {fmt_ratio(t_cpu)} "
-            f"{verdict(median(t_cpu), threshold, '>=')} |")
-        if keepalive:
-            summary.append(
-                f"| {load}: trustip p99 <= 1.10x noop | {fmt_ratio(t_p99)} "
-                f"{verdict(median(t_p99), 1.10, '<=')} | |")
-        summary.append(
-            f"| {load}: trustip-large >= 0.90x noop | {fmt_ratio(l_rps)} "
-            f"{verdict(median(l_rps), 0.90, '>=')} | {fmt_ratio(l_cpu)} "
-            f"{verdict(median(l_cpu), 0.90, '>=')} |")
-
-        def fmt_add(v: list[float]) -> str:
-            return f"{median(v):+.1f} µs" if v else "-"
-
-        ratio_rows.append(
-            f"| {load} | {fmt_ratio(n_rps)} | {fmt_ratio(n_cpu)} | {fmt_add(n_add)} | "
-            f"{fmt_ratio(t_rps)} | {fmt_ratio(t_cpu)} | {fmt_add(t_add)} | {fmt_ratio(t_p99)} | "
-            f"{fmt_ratio(l_rps)} | {fmt_ratio(l_cpu)} | {fmt_add(l_add)} |")
-
+        for issue, a, b, key, threshold, direction in ratio_targets(load, keepalive):
+            if a not in variants or b not in variants:
+                continue
+            what = "p99" if key == "p99" else ""
+            by_rps = ratios(load, a, b, key)
+            row = (f"| {load}: {a} {what + ' ' if what else ''}{direction} {threshold:.2f}x "
+                   f"{b} | {fmt_ratio(by_rps)} {verdict(median(by_rps), threshold, direction)} |")
+            if key == "rps":
+                by_cpu = ratios(load, a, b, "cpu_per_rq", inverse=True)
+                row += f" {fmt_ratio(by_cpu)} {verdict(median(by_cpu), threshold, direction)} |"
+            else:
+                row += " |"
+            summary[issue].append(row)
+    above = rss_above("trustip-native-large", "envoy")
+    summary["8"].append(f"| Envoy peak RSS trustip-native-large <= envoy + 5 MiB (in total) | "
+                        f"{fmt_mib(above, sign=True)} {verdict(above, RSS_TARGET_KIB, '<=')} | |")
     size = int(meta.get("size_trustip", "0"))
     opt = int(meta["size_trustip_opt"]) if meta.get("size_trustip_opt") else None
     best = min(size, opt) if opt else size
-    summary.append(f"| trustip.wasm <= 200 KiB (release profile, then wasm-opt) | "
-                   f"{best / KIB:.0f} KiB {verdict(best, WASM_TARGET, '<=')} | |")
-    noop_peak = int(meta.get("rss_peak_noop", "0"))
-    for variant in ("trustip", "trustip-large"):
-        peak = int(meta.get(f"rss_peak_{variant.replace('-', '_')}", "0"))
-        summary.append(f"| Envoy peak RSS {variant} <= noop + 5 MiB (1 worker) | "
-                       f"{(peak - noop_peak) / 1024:+.1f} MiB "
-                       f"{verdict(peak - noop_peak, RSS_TARGET_KIB, '<=')} | |")
-    md += summary
+    summary["4"].append(f"| trustip.wasm <= 200 KiB (release profile, then wasm-opt) | "
+                        f"{best / KIB:.0f} KiB {verdict(best, WASM_TARGET, '<=')} | |")
+    for variant in ("trustip-wasm", "trustip-wasm-large"):
+        above = rss_above(variant, "noop-wasm")
+        summary["4"].append(f"| Envoy peak RSS {variant} <= noop-wasm + 5 MiB (1 worker) | "
+                            f"{fmt_mib(above, sign=True)} "
+                            f"{verdict(above, RSS_TARGET_KIB, '<=')} | |")
+    md += ["## Targets", "",
+           "Issue 8, the native build (listener only: against Envoy alone in every load):", "",
+           "| Target | by requests/s | by Envoy CPU per request |", "|---|---|---|"]
+    md += summary["8"]
+    md += ["", "Issue 4, the wasm build:", "",
+           "| Target | by requests/s | by Envoy CPU per request |", "|---|---|---|"]
+    md += summary["4"]
     md += ["", "Ratios: median over the rounds of the pair-by-pair ratios (range in brackets). "
            "Not measured by this command: the native micro-benchmark of the core decision and "
            "the host calls per request.", ""]
+
+    # --- the two builds side by side
+    columns = [v for _, group in SIDE_BY_SIDE for v in group if v in variants]
+    md += ["## The two builds side by side", "",
+           "Each variant against Envoy alone (`envoy`), median over the rounds: requests/s "
+           "ratio, then Envoy CPU time per request added.", "",
+           "| Load | envoy req/s | " + " | ".join(columns) + " |",
+           "|---|---:|" + "---:|" * len(columns)]
+    for load in loads:
+        row = [load, fmt_rps(median(values(load, "envoy", "rps")))]
+        for variant in columns:
+            r = ratios(load, variant, "envoy", "rps")
+            row.append(f"{median(r):.3f}" if r else "-")
+        md.append("| " + " | ".join(row) + " |")
+    for load in loads:
+        row = [f"{load}: +CPU/request", "-"]
+        for variant in columns:
+            row.append(fmt_add(differences(load, variant, "envoy", "cpu_per_rq")))
+        md.append("| " + " | ".join(row) + " |")
+    row = ["peak RSS - envoy's", fmt_mib(rss("peak", "envoy"))]
+    row += [fmt_mib(rss_above(v, "envoy"), sign=True) for v in columns]
+    md.append("| " + " | ".join(row) + " |")
+    md.append("")
 
     # --- cells
     md += [
@@ -296,22 +380,32 @@ def write(work: Path, out: Path) -> None:
                 f"{'-' if per_rq is None else f'{per_rq:.1f} µs'} | {others_text} |")
     md.append("")
 
+    pairs = [(a, b) for a, b in PAIRS if a in variants and b in variants]
     md += [
         "## Ratios",
         "",
-        "\"+µs\": Envoy CPU time per request that the second variant adds to the first.",
+        "a/b pair by pair within a round, median over the rounds (range in brackets); "
+        "\"+µs\": Envoy CPU time per request that a adds to b.",
         "",
-        "| Load | noop/native req/s | by CPU | noop - native | trustip/noop req/s | by CPU | trustip - noop | trustip/noop p99 | trustip-large/noop req/s | by CPU | trustip-large - noop |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ] + ratio_rows + [""]
+        "| Load | a / b | req/s | by CPU | a - b, CPU per request | p99 |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for load in loads:
+        for a, b in pairs:
+            md.append(
+                f"| {load} | {a} / {b} | {fmt_ratio(ratios(load, a, b, 'rps'))} | "
+                f"{fmt_ratio(ratios(load, a, b, 'cpu_per_rq', inverse=True))} | "
+                f"{fmt_add(differences(load, a, b, 'cpu_per_rq'))} | "
+                f"{fmt_ratio(ratios(load, a, b, 'p99'))} |")
+    md.append("")
 
     md += ["Per round (req/s ratio, by-CPU ratio):", "",
-           "| Load | Round | noop/native | trustip/noop | trustip-large/noop |",
-           "|---|---:|---|---|---|"]
+           "| Load | Round | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |",
+           "|---|---:|" + "---|" * len(pairs)]
     for load in loads:
         for n in rounds:
             row = []
-            for a, b in (("noop", "native"), ("trustip", "noop"), ("trustip-large", "noop")):
+            for a, b in pairs:
                 x, y = cell.get((load, a, n)), cell.get((load, b, n))
                 if x and y and x["rps"] and y["rps"] and x["cpu_per_rq"] and y["cpu_per_rq"]:
                     row.append(f"{x['rps'] / y['rps']:.3f}, {y['cpu_per_rq'] / x['cpu_per_rq']:.3f}")
@@ -321,44 +415,61 @@ def write(work: Path, out: Path) -> None:
     md.append("")
 
     # --- sizes
-    md += ["## .wasm size", "", "| Module | cargo release artifact | after `wasm-opt -Oz` |",
+    md += ["## Module sizes", "", "| Module | cargo release artifact | after `wasm-opt -Oz` |",
            "|---|---:|---:|"]
-    for name in ("trustip", "noop"):
+    for name, label in (("trustip", "trustip.wasm"), ("noop", "bench/noop (.wasm)")):
         size = int(meta.get(f"size_{name}", "0"))
         opt_text = meta.get(f"size_{name}_opt")
         opt_cell = (f"{int(opt_text):,} B ({int(opt_text) / KIB:.0f} KiB)" if opt_text
                     else "wasm-opt not installed")
-        md.append(f"| {name} | {size:,} B ({size / KIB:.0f} KiB) | {opt_cell} |")
+        md.append(f"| {label} | {size:,} B ({size / KIB:.0f} KiB) | {opt_cell} |")
+    for name, label in (("trustip_native", "libtrustip.so"),
+                        ("noop_native", "bench/noop-native (.so)")):
+        size = int(meta.get(f"size_{name}", "0"))
+        md.append(f"| {label} | {size:,} B ({size / KIB:.0f} KiB) | |")
     md += ["", f"Envoy loads the cargo artifacts. {meta.get('wasm_opt_version', '')}", ""]
 
     # --- memory
     md += ["## Envoy memory", "",
-           "One Envoy process per variant, one worker (so one VM per role on the worker, plus "
-           "the main thread's): peak = VmHWM after all of that variant's loads, idle = VmRSS "
-           "right after start.", "",
-           "| Variant | idle RSS | peak RSS (VmHWM) | peak - noop peak |", "|---|---:|---:|---:|"]
+           "One Envoy process per variant, one worker (wasm: one VM per role on the worker, plus "
+           "the main thread's; native: one compiled policy per filter configuration, shared by "
+           "every worker): peak = VmHWM after all of that variant's loads, idle = VmRSS right "
+           "after start.", "",
+           "| Variant | idle RSS | peak RSS (VmHWM) | peak - envoy's | peak - its build's no-op |",
+           "|---|---:|---:|---:|---:|"]
     for variant in variants:
-        k = variant.replace("-", "_")
-        idle, peak = int(meta.get(f"rss_idle_{k}", "0")), int(meta.get(f"rss_peak_{k}", "0"))
-        md.append(f"| {variant} | {idle / 1024:.1f} MiB | {peak / 1024:.1f} MiB | "
-                  f"{(peak - noop_peak) / 1024:+.1f} MiB |")
+        build = info.get(variant, {}).get("build", "-")
+        noop = {"wasm": "noop-wasm", "native": "noop-native"}.get(build)
+        md.append(f"| {variant} | {fmt_mib(rss('idle', variant))} | "
+                  f"{fmt_mib(rss('peak', variant))} | "
+                  f"{fmt_mib(rss_above(variant, 'envoy'), sign=True)} | "
+                  f"{fmt_mib(rss_above(variant, noop), sign=True) if noop else '-'} |")
     md.append("")
 
-    # --- loads
+    # --- variants and loads
+    md += ["## Variants", "", "One Envoy bootstrap, the one `trustip render --target envoy` "
+           "prints, edited by bench/prepare.py; what each variant adds to it:", "",
+           "| Variant | Build | What it adds |", "|---|---|---|"]
+    for variant in variants:
+        v = info.get(variant, {})
+        md.append(f"| {variant} | {v.get('build', '?')} | {v.get('adds', '?')} |")
+    md.append("")
     md += ["## What the loads exercise", "",
            f"Every request of every load and variant carries the same "
            f"{len(plan['xff'].split(','))}-entry X-Forwarded-For: client 203.0.113.7, 17 "
            "addresses (IPv4 and IPv6) trusted only by the large policy, 10.1.2.3, 127.0.0.9. "
-           f"trustip walks 3 entries of it, trustip-large all 20 ({plan['large_count']:,} "
+           f"trustip walks 3 entries of it, the -large variants all 20 ({plan['large_count']:,} "
            f"trusted CIDRs: {plan['large_v4']:,} IPv4, {plan['large_v6']:,} IPv6). The small "
            f"policy trusts {', '.join(plan['small_trusted'])}; wrk's address and every PROXY "
            "source are in 127.0.0.0/28, so the walk runs in every load and trustip rewrites "
-           "X-Forwarded-For, x-envoy-external-address and x-real-ip on every request.", "",
+           "X-Forwarded-For, x-envoy-external-address and x-real-ip on every request "
+           "(trustip-native-listener does no walk: it decides per connection, and the HCM "
+           "appends the address it sets).", "",
            "| Load | What it is | What trustip does |", "|---|---|---|"]
     for load in loads:
-        info = plan["load_info"][load]
-        md.append(f"| {load} | {info['title']} | {info['exercises']} |")
-    md += ["", "Decisions checked before the run with `trustip explain` (the filter's own "
+        load_info = plan["load_info"][load]
+        md.append(f"| {load} | {load_info['title']} | {load_info['exercises']} |")
+    md += ["", "Decisions checked before the run with `trustip explain` (the filters' own "
            "decision function):", ""]
     for key, d in sorted(plan["decisions"].items()):
         md.append(f"- {key}: reason `{d['reason']}`, rule {d['rule']}, client {d['client_ip']}")
@@ -369,12 +480,18 @@ def write(work: Path, out: Path) -> None:
     for variant in variants:
         path = work / f"stats-{variant}.txt"
         if not path.exists():
+            md.append(f"- {variant}: not fetched")
             continue
-        stats = dict(
-            line.split(": ", 1) for line in path.read_text().splitlines() if ": " in line
-        )
+        stats: dict[str, int] = {}
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition(": ")
+            if not sep or not value.strip().isdigit():
+                continue
+            # The native listener filter's counters carry the listener's scope.
+            name = re.sub(r"^listener\.[^ ]*?\.(?=trustip\.)", "", name)
+            stats[name] = stats.get(name, 0) + int(value)
         custom = {k: v for k, v in stats.items()
-                  if k.startswith("wasmcustom.") and v.strip() != "0"}
+                  if (k.startswith("wasmcustom.") or k.startswith("trustip.")) and v}
         rq = {k.rsplit(".", 1)[1]: v for k, v in stats.items()
               if re.fullmatch(r"http\.trustip_ingress\.downstream_rq_(2xx|4xx|5xx|total)", k)}
         md.append(f"- {variant}: " + ", ".join(f"{k} {v}" for k, v in sorted(rq.items()))
