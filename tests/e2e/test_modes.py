@@ -9,6 +9,13 @@ from harness import client
 from harness.envoy import Listener, wait_for_line
 from harness.expect import decisions, reject_body
 
+# The wasm build takes D from set_filter_state (`direct_peer.filter_state`) and can miss it; the
+# native build reads D from the connection (docs/native.md): D is never missing there, and
+# direct_peer.* is accepted and unused.
+NATIVE_READS_D = pytest.mark.wasm_only(
+    "a missing direct peer: the native build reads D natively, direct_peer.* is unused (docs/native.md)"
+)
+
 LB = "127.0.0.5"
 ATTACKER = "127.0.0.66"
 SPOOFED = "203.0.113.9"
@@ -96,6 +103,7 @@ def test_shadow_access_log_reason(envoy):
     assert "reason=shadow_untrusted_proxy " in line, line
 
 
+@NATIVE_READS_D
 def test_shadow_without_direct_peer_uses_source(envoy, counters):
     """Contract: in shadow mode with D missing, C = P."""
     watch = counters(envoy)
@@ -113,6 +121,7 @@ def test_custom_reject_status(envoy, echo):
     assert echo.find(response.test_id) is None
 
 
+@NATIVE_READS_D
 @pytest.mark.parametrize("source", [None, SPOOFED])
 def test_missing_direct_peer_rejects(envoy, echo, counters, source):
     watch = counters(envoy)
@@ -123,6 +132,7 @@ def test_missing_direct_peer_rejects(envoy, echo, counters, source):
     assert decisions(watch.delta()) == {"trustip.http.reject_no_direct_peer": 1}
 
 
+@NATIVE_READS_D
 def test_missing_direct_peer_logged_with_fix(envoy):
     client.request(envoy.port("no-peer"), source=ATTACKER)
     line = envoy.wait_for_log("no_direct_peer")
@@ -131,11 +141,34 @@ def test_missing_direct_peer_logged_with_fix(envoy):
     envoy.wait_for_log("set_filter_state")
 
 
+@NATIVE_READS_D
 def test_missing_direct_peer_network_closes(envoy, counters):
     watch = counters(envoy)
     response = client.request(envoy.port("no-peer-network"), source=ATTACKER)
     assert response.closed, response
     assert decisions(watch.delta()) == {"trustip.network.reject_no_direct_peer": 1}
+
+
+@pytest.mark.native_only("the native build reads D from the connection: set_filter_state is not needed")
+@pytest.mark.parametrize(
+    "listener,source,c",
+    [
+        pytest.param("no-peer", None, ATTACKER, id="http-direct"),
+        pytest.param("no-peer", SPOOFED, SPOOFED, id="http-proxy"),
+        pytest.param("no-peer-network", None, ATTACKER, id="network-direct"),
+    ],
+)
+def test_native_needs_no_set_filter_state(envoy, counters, listener, source, c):
+    """The listeners whose wasm filters miss D (no set_filter_state): natively D is known, and
+    the policy (127.0.0.0/8 `use`) decides as it would with D."""
+    watch = counters(envoy)
+    response = client.request(envoy.port(listener), source=ATTACKER, proxy=pp(source) if source else b"")
+    assert response.status == 200, response
+    role = "network" if listener.endswith("network") else "http"
+    if role == "http":
+        assert response.upstream_header("x-forwarded-for") == c
+    reason = "proxy" if source else "direct"
+    assert decisions(watch.delta()) == {f"trustip.{role}.accept_{reason}": 1}
 
 
 TRUST_SOURCE = [
@@ -146,6 +179,7 @@ TRUST_SOURCE = [
 ]
 
 
+@NATIVE_READS_D
 @pytest.mark.parametrize("source,status,value", TRUST_SOURCE)
 def test_if_missing_trust_source(envoy, source, status, value):
     response = client.request(envoy.port("trust-source"), source=ATTACKER, proxy=pp(source) if source else b"")
@@ -166,6 +200,7 @@ def test_custom_direct_peer_key(envoy, counters):
     assert decisions(watch.delta()) == {"trustip.http.accept_proxy": 1, "trustip.http.reject_untrusted_proxy": 1}
 
 
+@NATIVE_READS_D
 def test_direct_peer_under_another_key_is_missing(envoy):
     """The plugin reads `trustip.direct_peer` (default) but Envoy wrote `lb.peer`."""
     response = client.request(envoy.port("wrong-key"), source=LB, proxy=pp())

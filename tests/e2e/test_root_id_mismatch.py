@@ -32,6 +32,10 @@ SPOOF_HEADERS = [
     ("x-real-ip", SPOOF),
 ]
 NETWORK_VM, HTTP_VM = "trustip-network", "trustip-http"
+# root_id, vm_id, failure_policy and a trapping VM are proxy-wasm's; the native filters are chosen
+# by filter_name, and a filter_name that does not match the filter type is refused when Envoy
+# loads the configuration (test_native_module.py, src/native/config.rs).
+pytestmark = pytest.mark.wasm_only("root_id is a proxy-wasm concept: the native filters are chosen by filter_name")
 
 # case id: (the misconfigured filter's type, its root_id)
 CASES = {

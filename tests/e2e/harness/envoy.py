@@ -103,8 +103,9 @@ class Listener:
     # look-alikes such as x_real_ip never reach the upstream (None: Envoy's default, ALLOW).
     headers_with_underscores_action: str | None = "DROP_HEADER"
     # Which build runs the roles: "wasm" (proxy-wasm filters) or "native" (the dynamic module's
-    # filters, named by filter_name; set_filter_state is then unused by trustip).
-    build: str = "wasm"
+    # filters, named by filter_name; set_filter_state is then unused by trustip). None: the wasm
+    # build, or under the suite's `start_envoy` the module's build (conftest's `build` fixture).
+    build: str | None = None
     listener_role: bool = False  # native only: trustip-listener after proxy_protocol
 
 
