@@ -36,17 +36,15 @@ pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
 }
 
 /// RFC 5952 text, as `Ipv6Addr`'s `Display` writes it (lowercase, no leading zeros, the longest
-/// run of two or more zero groups, the first of equals, as `::`; IPv4-mapped and
-/// IPv4-compatible forms as `Display` has them), without the formatting machinery.
+/// run of two or more zero groups, the first of equals, as `::`; the IPv4-mapped form with a
+/// dotted quad), without the formatting machinery (which the wasm module then leaves out).
 fn push_ipv6(out: &mut Vec<u8>, v6: std::net::Ipv6Addr) {
-    let groups = v6.segments();
-    // `Display` writes these two forms with a dotted quad; rare here, leave them to it.
-    let compatible = matches!(groups, [0, 0, 0, 0, 0, 0, g, _] if g != 0);
-    if v6.to_ipv4_mapped().is_some() || compatible {
-        use std::io::Write as _;
-        let _ = write!(out, "{v6}");
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        out.extend_from_slice(b"::ffff:");
+        push_ip(out, IpAddr::V4(v4));
         return;
     }
+    let groups = v6.segments();
     // The longest run of zero groups (length >= 2), first one on ties.
     let (mut best_start, mut best_len, mut run_start, mut run_len) = (0, 0, 0, 0);
     for (i, group) in groups.iter().enumerate() {
@@ -121,8 +119,19 @@ impl From<SocketAddr> for Peer {
 }
 
 impl fmt::Display for Peer {
+    /// `ip:port`, IPv6 in brackets, as `SocketAddr` writes it (through [`push_ip`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        SocketAddr::new(self.ip, self.port).fmt(f)
+        let mut text = Vec::with_capacity(48);
+        if self.ip.is_ipv6() {
+            text.push(b'[');
+        }
+        push_ip(&mut text, self.ip);
+        if self.ip.is_ipv6() {
+            text.push(b']');
+        }
+        text.push(b':');
+        f.write_str(&String::from_utf8_lossy(&text))?;
+        fmt::Display::fmt(&self.port, f)
     }
 }
 

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use crate::core::addr::canonical;
+use crate::core::addr::{canonical, push_ip};
 
 /// Why a CIDR block was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,8 +131,14 @@ fn from_bits(like: IpAddr, bits: u128) -> IpAddr {
 }
 
 impl fmt::Display for Cidr {
+    /// `addr/prefix`, the address as [`push_ip`] writes it (std's formatter stays out of the
+    /// wasm module).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        let mut text = Vec::with_capacity(44);
+        push_ip(&mut text, self.addr);
+        f.write_str(&String::from_utf8_lossy(&text))?;
+        f.write_str("/")?;
+        fmt::Display::fmt(&self.prefix, f)
     }
 }
 

@@ -2,7 +2,6 @@
 //! defaults) and the one validating step that compiles it into an immutable [`Policy`].
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -188,7 +187,8 @@ impl Default for RawDirectPeer {
 struct RawRule {
     from: Vec<String>,
     proxy_protocol: ProxyProtocol,
-    tlvs: BTreeMap<TlvKey, Vec<String>>,
+    /// In [`TlvKey`] order.
+    tlvs: Vec<(TlvKey, Vec<String>)>,
 }
 
 #[derive(Debug)]
@@ -212,7 +212,8 @@ struct RawHeaders {
     forwarded: ForwardedMode,
     set: Vec<String>,
     strip: Vec<String>,
-    tlv: BTreeMap<TlvKey, String>,
+    /// In [`TlvKey`] order.
+    tlv: Vec<(TlvKey, String)>,
 }
 
 impl Default for RawHeaders {
@@ -222,7 +223,7 @@ impl Default for RawHeaders {
             forwarded: ForwardedMode::None,
             set: DEFAULT_SET.iter().map(|s| s.to_string()).collect(),
             strip: DEFAULT_STRIP.iter().map(|s| s.to_string()).collect(),
-            tlv: BTreeMap::new(),
+            tlv: Vec::new(),
         }
     }
 }
@@ -417,7 +418,10 @@ fn unescape(text: &str) -> String {
 /// the last value silently, so `"reject", ... "use"` would read as one thing and act as
 /// another. A second, structural pass over text serde_json has already accepted (hence valid
 /// JSON, nested at most 128 deep); keys are compared decoded (`"mode"` and `"\u006dode"` are
-/// one key). Linear in the input (a sorted set of the keys per object).
+/// one key). Linear in the input (each key is compared with at most [`SEEN_KEYS`] others).
+/// How many keys of one object the duplicate-key scan remembers (see [`Scanner::value`]).
+const SEEN_KEYS: usize = 64;
+
 fn refuse_duplicate_keys(bytes: &[u8]) -> Result<(), ConfigError> {
     Scanner { bytes, pos: 0 }.value(&Step::Root)
 }
@@ -452,7 +456,10 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'{') => {
                 self.pos += 1;
-                let mut seen: BTreeSet<Cow<'a, str>> = BTreeSet::new();
+                // Compared with at most the object's first SEEN_KEYS keys: every object of the
+                // configuration has fewer distinct fields, so a longer one holds an unknown
+                // field (refused by the reader) or repeats one of those (refused here).
+                let mut seen: Vec<Cow<'a, str>> = Vec::new();
                 while self.peek() == Some(b'"') {
                     let key = self.string()?;
                     if seen.contains(&key) {
@@ -466,7 +473,9 @@ impl<'a> Scanner<'a> {
                         break;
                     }
                     self.value(&Step::Key(at, &key))?;
-                    seen.insert(key);
+                    if seen.len() < SEEN_KEYS {
+                        seen.push(key);
+                    }
                     if !self.eat(b',') {
                         break;
                     }
@@ -736,12 +745,16 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
             let Value::Object(tlv) = v else {
                 return Err(invalid_type("headers.tlv", v, "an object"));
             };
-            for (key, name) in tlv {
-                let path = join("headers.tlv", key);
-                let key = tlv_key(&path, key)?;
-                raw.headers
-                    .tlv
-                    .insert(key, string(&path, name)?.to_string());
+            for key in tlv.keys() {
+                tlv_key(&join("headers.tlv", key), key)?;
+            }
+            for key in TlvKey::ALL {
+                if let Some(name) = tlv.get(key.name()) {
+                    let path = join("headers.tlv", key.name());
+                    raw.headers
+                        .tlv
+                        .push((key, string(&path, name)?.to_string()));
+                }
             }
         }
     }
@@ -767,16 +780,19 @@ fn read_rule(path: &str, value: &Value) -> Result<RawRule, ConfigError> {
             .ok_or_else(|| missing("proxy_protocol"))?,
         WORDS,
     )?;
-    let mut tlvs = BTreeMap::new();
+    let mut tlvs = Vec::new();
     if let Some(v) = rule.get("tlvs") {
         let tlvs_path = join(path, "tlvs");
         let Value::Object(map) = v else {
             return Err(invalid_type(&tlvs_path, v, "an object"));
         };
-        for (key, values) in map {
-            let key_path = join(&tlvs_path, key);
-            let key = tlv_key(&key_path, key)?;
-            tlvs.insert(key, strings(&key_path, values)?);
+        for key in map.keys() {
+            tlv_key(&join(&tlvs_path, key), key)?;
+        }
+        for key in TlvKey::ALL {
+            if let Some(values) = map.get(key.name()) {
+                tlvs.push((key, strings(&join(&tlvs_path, key.name()), values)?));
+            }
         }
     }
     Ok(RawRule {
@@ -980,20 +996,17 @@ fn header_name(path: &str, name: &str, reserve: bool) -> Result<String, ConfigEr
     Ok(lower)
 }
 
-/// `names` without repeats, in the order of their first occurrence (O(n log n); the set's type
-/// is the duplicate-key scan's, so the wasm module carries one copy of its code).
+/// `names` without repeats, in the order of their first occurrence. Quadratic, on lists
+/// already bounded by [`MAX_SET`] and [`MAX_STRIP`] (a tree set costs the wasm module more
+/// than these few comparisons cost at configuration time).
 fn first_occurrences(names: Vec<String>) -> Vec<String> {
-    let mut seen: BTreeSet<Cow<'_, str>> = BTreeSet::new();
-    let first: Vec<bool> = names
-        .iter()
-        .map(|name| seen.insert(Cow::Borrowed(name.as_str())))
-        .collect();
-    drop(seen);
-    names
-        .into_iter()
-        .zip(first)
-        .filter_map(|(name, first)| first.then_some(name))
-        .collect()
+    let mut kept: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        if !kept.contains(&name) {
+            kept.push(name);
+        }
+    }
+    kept
 }
 
 fn compile_headers(raw: RawHeaders) -> Result<HeaderPolicy, ConfigError> {

@@ -70,10 +70,13 @@ impl<'p, R: FnMut(&str) -> Option<Vec<u8>>> HeaderView<'p, R> {
 
 /// An RFC 7239 `for=` element: IPv6 is quoted and bracketed.
 pub fn forwarded_element(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => format!("for={v4}"),
-        IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+    let mut text = Vec::with_capacity(48);
+    text.extend_from_slice(if ip.is_ipv6() { b"for=\"[" } else { b"for=" });
+    push_ip(&mut text, ip);
+    if ip.is_ipv6() {
+        text.extend_from_slice(b"]\"");
     }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 fn join_chain(walk: &Walk) -> Vec<u8> {

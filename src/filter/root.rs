@@ -1,15 +1,13 @@
 //! The root context: reads the role from the plugin's root_id, compiles the configuration once,
 //! and hands every child context the same immutable [`Shared`] state.
 
-use std::cell::{Cell, RefCell};
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::cell::Cell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 
-use crate::core::config::{quoted, ConfigError, Mode, Policy};
+use crate::core::config::{quoted, Mode, Policy};
 use crate::core::decision::Role;
 use crate::core::names::{HTTP_ROOT_ID, NETWORK_ROOT_ID};
 use crate::core::verdict::{evaluate, Verdict};
@@ -43,31 +41,6 @@ impl Shared {
         host::publish_decision(verdict.reason(), verdict.client_text().as_deref());
         verdict
     }
-}
-
-thread_local! {
-    /// The last policy compiled in this VM, by a hash of its configuration bytes: the network
-    /// and the HTTP role usually share a VM and a configuration, and then share one compiled
-    /// policy (with 10,000 CIDRs, that halves the memory the policy takes in each VM).
-    static COMPILED: RefCell<Option<(u64, usize, Rc<Policy>)>> = const { RefCell::new(None) };
-}
-
-fn compile_shared(config: &[u8]) -> Result<Rc<Policy>, ConfigError> {
-    let mut hasher = DefaultHasher::new();
-    config.hash(&mut hasher);
-    let key = (hasher.finish(), config.len());
-    if let Some(policy) = COMPILED.with(|cache| {
-        cache
-            .borrow()
-            .as_ref()
-            .filter(|(hash, len, _)| (*hash, *len) == key)
-            .map(|(_, _, policy)| Rc::clone(policy))
-    }) {
-        return Ok(policy);
-    }
-    let policy = Rc::new(Policy::from_json(config)?);
-    COMPILED.with(|cache| *cache.borrow_mut() = Some((key.0, key.1, Rc::clone(&policy))));
-    Ok(policy)
 }
 
 #[derive(Default)]
@@ -106,7 +79,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let policy = match compile_shared(&host::plugin_configuration()) {
+        let policy = match Policy::from_json(&host::plugin_configuration()).map(Rc::new) {
             Ok(policy) => policy,
             Err(err) => {
                 log::error!("trustip: invalid configuration: {err}");
