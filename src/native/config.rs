@@ -2,6 +2,8 @@
 //! `filter_config`), its counters. Built once on Envoy's main thread and shared, immutable, by
 //! every worker thread.
 
+use std::sync::{Arc, Mutex, Weak};
+
 use crate::core::config::Policy;
 use crate::core::decision::{Counter, Role};
 use crate::core::names;
@@ -9,23 +11,23 @@ use crate::core::verdict::Verdict;
 
 pub struct NativeConfig {
     pub role: Role,
-    pub policy: Policy,
+    /// Shared with every other filter configuration of the same policy text (a listener and
+    /// an HTTP filter usually carry the same policy: with 10,000 CIDRs it is compiled once).
+    pub policy: Arc<Policy>,
     counters: [Option<usize>; Counter::COUNT],
 }
 
-/// Why `config_new` refuses a configuration: one line, the wasm build's text for a bad policy.
-pub fn refusal(expected: Role, name: &[u8], config: &[u8]) -> Result<(), String> {
+/// `filter_name` must name the filter type that loads it (one line otherwise).
+fn check_filter_name(expected: Role, name: &[u8]) -> Result<(), String> {
     let wanted = filter_name(expected);
-    if name != wanted.as_bytes() {
-        return Err(format!(
-            "trustip: invalid configuration: filter_name: {}: must be \"{wanted}\" for the {} filter",
-            crate::core::config::quoted(&String::from_utf8_lossy(name)),
-            expected.name()
-        ));
+    if name == wanted.as_bytes() {
+        return Ok(());
     }
-    Policy::from_json(config)
-        .map(|_| ())
-        .map_err(|err| format!("trustip: invalid configuration: {err}"))
+    Err(format!(
+        "trustip: invalid configuration: filter_name: {}: must be \"{wanted}\" for the {} filter",
+        crate::core::config::quoted(&String::from_utf8_lossy(name)),
+        expected.name()
+    ))
 }
 
 pub fn filter_name(role: Role) -> &'static str {
@@ -34,6 +36,32 @@ pub fn filter_name(role: Role) -> &'static str {
         Role::Network => names::NETWORK_FILTER_NAME,
         Role::Http => names::HTTP_FILTER_NAME,
     }
+}
+
+/// Policies compiled by live configurations, by their exact text (configurations are created
+/// on Envoy's main thread; the lock is never contended).
+static COMPILED: Mutex<Vec<(Vec<u8>, Weak<Policy>)>> = Mutex::new(Vec::new());
+
+fn shared_policy(config: &[u8]) -> Result<Arc<Policy>, String> {
+    let mut compiled = COMPILED.lock().ok();
+    if let Some(compiled) = compiled.as_mut() {
+        compiled.retain(|(_, policy)| policy.strong_count() > 0);
+        if let Some(policy) = compiled
+            .iter()
+            .find(|(text, _)| text.as_slice() == config)
+            .and_then(|(_, policy)| policy.upgrade())
+        {
+            return Ok(policy);
+        }
+    }
+    let policy = Arc::new(
+        Policy::from_json(config)
+            .map_err(|err| format!("trustip: invalid configuration: {err}"))?,
+    );
+    if let Some(compiled) = compiled.as_mut() {
+        compiled.push((config.to_vec(), Arc::downgrade(&policy)));
+    }
+    Ok(policy)
 }
 
 impl NativeConfig {
@@ -45,9 +73,8 @@ impl NativeConfig {
         config: &[u8],
         mut define: impl FnMut(&str) -> Option<usize>,
     ) -> Result<NativeConfig, String> {
-        refusal(role, name, config)?;
-        let policy = Policy::from_json(config)
-            .map_err(|err| format!("trustip: invalid configuration: {err}"))?;
+        check_filter_name(role, name)?;
+        let policy = shared_policy(config)?;
         let mut counters = [None; Counter::COUNT];
         for counter in Counter::for_role(role) {
             if let Some(slot) = counters.get_mut(counter.index()) {
@@ -126,6 +153,14 @@ mod tests {
         assert_eq!(config.role, Role::Listener);
         assert!(defined.contains(&"listener.reject_untrusted_proxy".to_string()));
         assert!(!defined.iter().any(|n| n.ends_with("accept_xff")));
+        // A second filter with the same policy shares the compiled policy; another does not.
+        let same = NativeConfig::new(Role::Http, b"trustip-http", b"{}", |_| None).unwrap();
+        assert!(Arc::ptr_eq(&config.policy, &same.policy));
+        let other = NativeConfig::new(Role::Http, b"trustip-http", br#"{"mode":"shadow"}"#, |_| {
+            None
+        })
+        .unwrap();
+        assert!(!Arc::ptr_eq(&config.policy, &other.policy));
         assert_eq!(
             config.configured_line(),
             "trustip: configured listener filter: 0 rules, 0 trusted XFF blocks"

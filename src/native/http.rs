@@ -17,8 +17,15 @@ struct StreamHost<'a, O: HttpOps> {
 }
 
 impl<O: HttpOps> Host for StreamHost<'_, O> {
-    fn direct_peer(&mut self, _key: &str) -> Option<Vec<u8>> {
-        self.ops.direct_remote()
+    /// D, and P with it, from `direct_peer.filter_state` when a set_filter_state network filter
+    /// recorded them as the connection opened (as for the wasm build); else D natively, and P
+    /// then comes from `source.address`, which the HTTP connection manager derives from
+    /// X-Forwarded-For when `use_remote_address` is false: run the listener filter, or keep
+    /// `use_remote_address: true`, or record D and P in filter state.
+    fn direct_peer(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.ops
+            .filter_state_bytes(key)
+            .or_else(|| self.ops.direct_remote())
     }
 
     fn source(&mut self) -> Option<Vec<u8>> {

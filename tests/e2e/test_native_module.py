@@ -160,6 +160,12 @@ def envoy(start_envoy, native):
         ),
         Listener(name="both", build="native", listener_role=True, http_role=True, plugin=POLICY, access_log=True),
         Listener(name="http_alone", build="native", http_role=True, plugin=POLICY, access_log=True),
+        # The HCM deriving the downstream address from X-Forwarded-For: the HTTP filter takes the
+        # listener's decision, and no set_filter_state records D and P.
+        Listener(
+            name="no_remote", build="native", listener_role=True, http_role=True, plugin=POLICY,
+            use_remote_address=False, set_filter_state=False,
+        ),
         Listener(name="network_alone", build="native", network_role=True, http_role=False, plugin=POLICY),
         Listener(
             name="strict", build="native", proxy_protocol="strict", listener_role=True, http_role=False, plugin=POLICY,
@@ -259,6 +265,19 @@ def test_listener_decision_reaches_the_http_filter_for_an_ignored_claim(envoy):
     assert response.upstream_header("x-real-ip") == IGNORE
     assert response.upstream_header("x-forwarded-for") == IGNORE
     assert "203.0.113.77" not in json.dumps(response.json())
+
+
+@pytest.mark.parametrize(
+    "peer, proxy, client_c", [(LB, CLIENT, CLIENT), (USE, None, USE), (ATTACKER, None, ATTACKER)]
+)
+def test_a_client_s_xff_cannot_pose_as_the_source_without_use_remote_address(envoy, peer, proxy, client_c):
+    response = client.request(
+        envoy.port("no_remote"), [("x-forwarded-for", "203.0.113.50")], source=peer, proxy=v2(proxy) if proxy else b""
+    )
+    assert response.status == 200, response
+    assert response.upstream_header("x-envoy-external-address") == client_c
+    assert response.upstream_header("x-real-ip") == client_c
+    assert response.upstream_header("x-forwarded-for") == client_c
 
 
 def test_http_filter_alone_decides_the_connection(envoy):
