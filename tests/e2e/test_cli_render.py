@@ -357,7 +357,7 @@ def test_render_native_default_module(cli, policy_path):  # noqa: F811
 # --- compose ----------------------------------------------------------------------------
 
 SHIPPED_FILES = ["docker-compose.yml", "envoy.yaml", "haproxy.cfg", "policy.json"]
-SHIPPED_WASM = "../../target/wasm32-wasip1/release/trustip.wasm"
+SHIPPED_WASM = "../../target/trustip.wasm"
 COMPOSE_LB = "172.28.0.10"
 
 
@@ -390,7 +390,7 @@ def test_compose_structure():
     assert envoy_mounts["/etc/envoy/envoy.yaml"] == "./envoy.yaml"
     assert envoy_mounts["/etc/trustip/trustip.wasm"] == SHIPPED_WASM
     # The wasm path on the host is relative to deploy/compose/: it must reach the build output.
-    assert (DEPLOY_COMPOSE / SHIPPED_WASM).resolve() == (DEPLOY_COMPOSE / "../../target/wasm32-wasip1/release/trustip.wasm").resolve()
+    assert (DEPLOY_COMPOSE / SHIPPED_WASM).resolve() == (DEPLOY_COMPOSE / "../../target/trustip.wasm").resolve()
     assert "/etc/envoy/envoy.yaml" in services["envoy"]["command"]
     haproxy_mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in services["haproxy"]["volumes"]}
     assert haproxy_mounts["/usr/local/etc/haproxy/haproxy.cfg"] == "./haproxy.cfg"
@@ -490,7 +490,7 @@ def test_compose_render_wasm_default_and_note(cli):  # noqa: F811
     assert COMPOSE_LB in run.err and "note" in run.err, run
     compose = yaml.safe_load((directory / "out" / "docker-compose.yml").read_text())
     wasm_mount = [v for v in compose["services"]["envoy"]["volumes"] if "/etc/trustip/trustip.wasm" in v]
-    assert wasm_mount and wasm_mount[0].split(":")[0].endswith("target/wasm32-wasip1/release/trustip.wasm")
+    assert wasm_mount and wasm_mount[0].split(":")[0].endswith("target/trustip.wasm")
 
 
 def test_istio_sha256_is_the_module_digest(cli, policy_path, wasm):  # noqa: F811

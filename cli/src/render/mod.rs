@@ -89,7 +89,8 @@ pub struct RenderArgs {
     pub out: Option<PathBuf>,
 }
 
-pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/trustip.wasm";
+/// The module trustip ships: `scripts/build-wasm` writes it (cargo release build, wasm-opt -Oz).
+pub const DEFAULT_WASM: &str = "target/trustip.wasm";
 /// Where `cargo build -p trustip --release` writes the native module.
 pub const DEFAULT_NATIVE: &str = "target/release/libtrustip.so";
 

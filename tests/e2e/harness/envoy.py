@@ -23,7 +23,8 @@ from . import names, net
 
 REPO = Path(__file__).resolve().parents[3]
 ENVOY_BIN = Path(os.environ.get("TRUSTIP_ENVOY", REPO / ".venv" / "bin" / "envoy"))
-WASM = Path(os.environ.get("TRUSTIP_WASM", REPO / "target" / "wasm32-wasip1" / "release" / "trustip.wasm"))
+# The module trustip ships (scripts/build-wasm: cargo release build, then wasm-opt -Oz).
+WASM = Path(os.environ.get("TRUSTIP_WASM", REPO / "target" / "trustip.wasm"))
 # The native build: the Envoy dynamic module `cargo build --release` writes.
 NATIVE = Path(os.environ.get("TRUSTIP_NATIVE", REPO / "target" / "release" / names.NAMES["native_module_file"]))
 
