@@ -348,36 +348,62 @@ fn destroy<T>(ptr: ModulePtr) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Listener filter.
+// The per-connection filters (listener and network): their reads have the same shapes.
 
-struct ListenerFilter {
-    config: Arc<NativeConfig>,
+type AddressGetter = unsafe extern "C" fn(EnvoyPtr, *mut EnvoyBuffer, *mut u32) -> bool;
+type MetadataGetter =
+    unsafe extern "C" fn(EnvoyPtr, ModuleBuffer, ModuleBuffer, *mut EnvoyBuffer) -> bool;
+type StateGetter = unsafe extern "C" fn(EnvoyPtr, ModuleBuffer, *mut EnvoyBuffer) -> bool;
+type StateSetter = unsafe extern "C" fn(EnvoyPtr, ModuleBuffer, ModuleBuffer) -> bool;
+type Incrementer = unsafe extern "C" fn(EnvoyPtr, usize, u64) -> u32;
+type CounterDefiner = unsafe extern "C" fn(EnvoyPtr, ModuleBuffer, *mut usize) -> u32;
+
+/// One filter type's callbacks (declared in the `extern` block above).
+struct ConnectionAbi {
+    direct_remote: AddressGetter,
+    remote: AddressGetter,
+    metadata_string: MetadataGetter,
+    filter_state_typed: StateGetter,
+    set_filter_state: StateSetter,
+    increment: Incrementer,
+    define_counter: CounterDefiner,
+    close: fn(EnvoyPtr, &str),
 }
 
-struct Listener(EnvoyPtr);
+impl ConnectionAbi {
+    /// Defines a counter while Envoy builds the configuration (`config_new` only).
+    fn define(&self, config_envoy: EnvoyPtr, name: &str) -> Option<usize> {
+        let mut id = 0usize;
+        // SAFETY: the config pointer Envoy passed to `config_new`; `id` is a local.
+        let result = unsafe {
+            (self.define_counter)(config_envoy, ModuleBuffer::of(name.as_bytes()), &mut id)
+        };
+        (result == 0).then_some(id)
+    }
+}
 
-impl ConnectionOps for Listener {
+/// A live listener or network filter, during one of its hooks.
+struct Connection {
+    filter: EnvoyPtr,
+    abi: &'static ConnectionAbi,
+}
+
+impl ConnectionOps for Connection {
     fn direct_remote(&mut self) -> Option<Address> {
-        read_address(|out, port| unsafe {
-            // SAFETY: a live filter pointer; out-parameters point at locals.
-            envoy_dynamic_module_callback_listener_filter_get_direct_remote_address(
-                self.0, out, port,
-            )
-        })
+        // SAFETY: a live filter pointer; out-parameters point at locals.
+        read_address(|out, port| unsafe { (self.abi.direct_remote)(self.filter, out, port) })
     }
 
     fn remote(&mut self) -> Option<Address> {
-        read_address(|out, port| unsafe {
-            // SAFETY: as above.
-            envoy_dynamic_module_callback_listener_filter_get_remote_address(self.0, out, port)
-        })
+        // SAFETY: as above.
+        read_address(|out, port| unsafe { (self.abi.remote)(self.filter, out, port) })
     }
 
     fn metadata_string(&mut self, namespace: &str, key: &str) -> Option<Vec<u8>> {
         read_buffer(|out| unsafe {
             // SAFETY: as above; the module buffers are read during the call.
-            envoy_dynamic_module_callback_listener_filter_get_dynamic_metadata_string(
-                self.0,
+            (self.abi.metadata_string)(
+                self.filter,
                 ModuleBuffer::of(namespace.as_bytes()),
                 ModuleBuffer::of(key.as_bytes()),
                 out,
@@ -388,19 +414,15 @@ impl ConnectionOps for Listener {
     fn filter_state_typed(&mut self, key: &str) -> Option<Vec<u8>> {
         read_buffer(|out| unsafe {
             // SAFETY: as above.
-            envoy_dynamic_module_callback_listener_filter_get_filter_state_typed(
-                self.0,
-                ModuleBuffer::of(key.as_bytes()),
-                out,
-            )
+            (self.abi.filter_state_typed)(self.filter, ModuleBuffer::of(key.as_bytes()), out)
         })
     }
 
     fn set_filter_state(&mut self, key: &str, value: &[u8]) {
         // SAFETY: as above. (An empty value still has a non-null pointer.)
         let done = unsafe {
-            envoy_dynamic_module_callback_listener_filter_set_filter_state(
-                self.0,
+            (self.abi.set_filter_state)(
+                self.filter,
                 ModuleBuffer::of(key.as_bytes()),
                 ModuleBuffer::of(value),
             )
@@ -408,36 +430,58 @@ impl ConnectionOps for Listener {
         if !done {
             log(
                 LOG_ERROR,
-                &format!("trustip: listener: cannot set filter state {key}"),
+                &format!("trustip: cannot set filter state {key}"),
             );
         }
     }
 
     fn close(&mut self, details: &str) {
-        // SAFETY: as above.
-        unsafe {
-            envoy_dynamic_module_callback_listener_filter_close_socket(
-                self.0,
-                ModuleBuffer::of(details.as_bytes()),
-            )
-        }
+        (self.abi.close)(self.filter, details);
     }
 
     fn increment(&mut self, counter_id: usize, by: u64) {
         // SAFETY: as above; the id was defined by this filter's configuration.
-        unsafe {
-            envoy_dynamic_module_callback_listener_filter_increment_counter(self.0, counter_id, by)
-        };
+        unsafe { (self.abi.increment)(self.filter, counter_id, by) };
     }
 }
 
-impl ListenerOps for Listener {
+// ---------------------------------------------------------------------------------------
+// Listener filter.
+
+struct ListenerFilter {
+    config: Arc<NativeConfig>,
+}
+
+/// The listener filter's handle, with the callbacks its connection-level reads share in shape
+/// with the network filter's.
+const LISTENER: ConnectionAbi = ConnectionAbi {
+    direct_remote: envoy_dynamic_module_callback_listener_filter_get_direct_remote_address,
+    remote: envoy_dynamic_module_callback_listener_filter_get_remote_address,
+    metadata_string: envoy_dynamic_module_callback_listener_filter_get_dynamic_metadata_string,
+    filter_state_typed: envoy_dynamic_module_callback_listener_filter_get_filter_state_typed,
+    set_filter_state: envoy_dynamic_module_callback_listener_filter_set_filter_state,
+    increment: envoy_dynamic_module_callback_listener_filter_increment_counter,
+    define_counter: envoy_dynamic_module_callback_listener_filter_config_define_counter,
+    close: close_listener_socket,
+};
+
+fn close_listener_socket(filter: EnvoyPtr, details: &str) {
+    // SAFETY: a live filter pointer; the details are read during the call.
+    unsafe {
+        envoy_dynamic_module_callback_listener_filter_close_socket(
+            filter,
+            ModuleBuffer::of(details.as_bytes()),
+        )
+    }
+}
+
+impl ListenerOps for Connection {
     fn set_remote(&mut self, ip: IpAddr, port: u32) -> bool {
         let text = ip.to_string();
         // SAFETY: as above.
         unsafe {
             envoy_dynamic_module_callback_listener_filter_set_remote_address(
-                self.0,
+                self.filter,
                 ModuleBuffer::of(text.as_bytes()),
                 port,
                 ip.is_ipv6(),
@@ -454,16 +498,7 @@ pub extern "C" fn envoy_dynamic_module_on_listener_filter_config_new(
     config: EnvoyBuffer,
 ) -> ModulePtr {
     config_new(Role::Listener, name, config, |counter| {
-        let mut id = 0usize;
-        // SAFETY: the config pointer Envoy passed to this hook; `id` is a local.
-        let result = unsafe {
-            envoy_dynamic_module_callback_listener_filter_config_define_counter(
-                config_envoy,
-                ModuleBuffer::of(counter.as_bytes()),
-                &mut id,
-            )
-        };
-        (result == 0).then_some(id)
+        LISTENER.define(config_envoy, counter)
     })
 }
 
@@ -495,7 +530,14 @@ pub extern "C" fn envoy_dynamic_module_on_listener_filter_on_accept(
         return STOP_ITERATION;
     };
     let config = Arc::clone(&filter.config);
-    if listener::on_accept(&config, &mut Listener(filter_envoy), &mut log_info) {
+    if listener::on_accept(
+        &config,
+        &mut Connection {
+            filter: filter_envoy,
+            abi: &LISTENER,
+        },
+        &mut log_info,
+    ) {
         CONTINUE
     } else {
         STOP_ITERATION
@@ -552,81 +594,25 @@ struct NetworkFilter {
     rejected: bool,
 }
 
-struct Network(EnvoyPtr);
+const NETWORK: ConnectionAbi = ConnectionAbi {
+    direct_remote: envoy_dynamic_module_callback_network_filter_get_direct_remote_address,
+    remote: envoy_dynamic_module_callback_network_filter_get_remote_address,
+    metadata_string: envoy_dynamic_module_callback_network_get_dynamic_metadata_string,
+    filter_state_typed: envoy_dynamic_module_callback_network_get_filter_state_typed,
+    set_filter_state: envoy_dynamic_module_callback_network_set_filter_state_bytes,
+    increment: envoy_dynamic_module_callback_network_filter_increment_counter,
+    define_counter: envoy_dynamic_module_callback_network_filter_config_define_counter,
+    close: close_network_connection,
+};
 
-impl ConnectionOps for Network {
-    fn direct_remote(&mut self) -> Option<Address> {
-        read_address(|out, port| unsafe {
-            // SAFETY: a live filter pointer; out-parameters point at locals.
-            envoy_dynamic_module_callback_network_filter_get_direct_remote_address(
-                self.0, out, port,
-            )
-        })
-    }
-
-    fn remote(&mut self) -> Option<Address> {
-        read_address(|out, port| unsafe {
-            // SAFETY: as above.
-            envoy_dynamic_module_callback_network_filter_get_remote_address(self.0, out, port)
-        })
-    }
-
-    fn metadata_string(&mut self, namespace: &str, key: &str) -> Option<Vec<u8>> {
-        read_buffer(|out| unsafe {
-            // SAFETY: as above.
-            envoy_dynamic_module_callback_network_get_dynamic_metadata_string(
-                self.0,
-                ModuleBuffer::of(namespace.as_bytes()),
-                ModuleBuffer::of(key.as_bytes()),
-                out,
-            )
-        })
-    }
-
-    fn filter_state_typed(&mut self, key: &str) -> Option<Vec<u8>> {
-        read_buffer(|out| unsafe {
-            // SAFETY: as above.
-            envoy_dynamic_module_callback_network_get_filter_state_typed(
-                self.0,
-                ModuleBuffer::of(key.as_bytes()),
-                out,
-            )
-        })
-    }
-
-    fn set_filter_state(&mut self, key: &str, value: &[u8]) {
-        // SAFETY: as above.
-        let done = unsafe {
-            envoy_dynamic_module_callback_network_set_filter_state_bytes(
-                self.0,
-                ModuleBuffer::of(key.as_bytes()),
-                ModuleBuffer::of(value),
-            )
-        };
-        if !done {
-            log(
-                LOG_ERROR,
-                &format!("trustip: network: cannot set filter state {key}"),
-            );
-        }
-    }
-
-    fn close(&mut self, details: &str) {
-        // SAFETY: as above.
-        unsafe {
-            envoy_dynamic_module_callback_network_filter_close_with_details(
-                self.0,
-                CLOSE_ABORT_RESET,
-                ModuleBuffer::of(details.as_bytes()),
-            )
-        }
-    }
-
-    fn increment(&mut self, counter_id: usize, by: u64) {
-        // SAFETY: as above.
-        unsafe {
-            envoy_dynamic_module_callback_network_filter_increment_counter(self.0, counter_id, by)
-        };
+fn close_network_connection(filter: EnvoyPtr, details: &str) {
+    // SAFETY: a live filter pointer; the details are read during the call.
+    unsafe {
+        envoy_dynamic_module_callback_network_filter_close_with_details(
+            filter,
+            CLOSE_ABORT_RESET,
+            ModuleBuffer::of(details.as_bytes()),
+        )
     }
 }
 
@@ -638,16 +624,7 @@ pub extern "C" fn envoy_dynamic_module_on_network_filter_config_new(
     config: EnvoyBuffer,
 ) -> ModulePtr {
     config_new(Role::Network, name, config, |counter| {
-        let mut id = 0usize;
-        // SAFETY: the config pointer Envoy passed to this hook; `id` is a local.
-        let result = unsafe {
-            envoy_dynamic_module_callback_network_filter_config_define_counter(
-                config_envoy,
-                ModuleBuffer::of(counter.as_bytes()),
-                &mut id,
-            )
-        };
-        (result == 0).then_some(id)
+        NETWORK.define(config_envoy, counter)
     })
 }
 
@@ -682,7 +659,14 @@ pub extern "C" fn envoy_dynamic_module_on_network_filter_new_connection(
         return STOP_ITERATION;
     };
     let config = Arc::clone(&filter.config);
-    if network::on_new_connection(&config, &mut Network(filter_envoy), &mut log_info) {
+    if network::on_new_connection(
+        &config,
+        &mut Connection {
+            filter: filter_envoy,
+            abi: &NETWORK,
+        },
+        &mut log_info,
+    ) {
         CONTINUE
     } else {
         filter.rejected = true;

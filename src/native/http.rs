@@ -9,11 +9,11 @@ use crate::core::names;
 use crate::core::tlv::TlvKey;
 use crate::core::verdict::{evaluate, evaluate_request, local_reply_body, Action, Host};
 use crate::native::config::NativeConfig;
-use crate::native::ops::{tlv_from_filter_state, HttpOps};
+use crate::native::ops::{HttpOps, TlvState};
 
 struct StreamHost<'a, O: HttpOps> {
     ops: &'a mut O,
-    tlv_state: Option<Option<Vec<u8>>>,
+    tlv_state: TlvState,
 }
 
 impl<O: HttpOps> Host for StreamHost<'_, O> {
@@ -37,12 +37,9 @@ impl<O: HttpOps> Host for StreamHost<'_, O> {
     }
 
     fn tlv(&mut self, key: TlvKey) -> Option<Vec<u8>> {
-        let state = self
-            .tlv_state
-            .get_or_insert_with(|| self.ops.filter_state_typed(names::TLV_FILTER_STATE));
-        state
-            .as_deref()
-            .and_then(|json| tlv_from_filter_state(json, key.name()))
+        let ops = &mut self.ops;
+        self.tlv_state
+            .tlv(key, || ops.filter_state_typed(names::TLV_FILTER_STATE))
     }
 }
 
@@ -56,7 +53,7 @@ pub fn on_request_headers(
     let prior = ops.filter_state_bytes(names::DECISION_FILTER_STATE);
     let mut host = StreamHost {
         ops,
-        tlv_state: None,
+        tlv_state: TlvState::default(),
     };
     let verdict = match prior.as_deref().map(|bytes| handoff::decode(policy, bytes)) {
         Some(Some(connection)) => evaluate_request(policy, connection, &mut host),

@@ -10,7 +10,7 @@ use crate::core::names;
 use crate::core::tlv::TlvKey;
 use crate::core::verdict::{evaluate, Action, Host, Verdict};
 use crate::native::config::NativeConfig;
-use crate::native::ops::{tlv_from_filter_state, Address, ConnectionOps, ListenerOps};
+use crate::native::ops::{Address, ConnectionOps, ListenerOps, TlvState};
 
 /// The core's [`Host`] over a per-connection filter: D and P as one value, the TLVs from
 /// proxy_protocol's dynamic metadata or, failing that, its filter state (read once).
@@ -18,7 +18,7 @@ pub struct ConnectionHost<'a, O: ConnectionOps> {
     pub ops: &'a mut O,
     pub direct: Option<Address>,
     pub remote: Option<Address>,
-    tlv_state: Option<Option<Vec<u8>>>,
+    tlv_state: TlvState,
 }
 
 impl<'a, O: ConnectionOps> ConnectionHost<'a, O> {
@@ -29,7 +29,7 @@ impl<'a, O: ConnectionOps> ConnectionHost<'a, O> {
             ops,
             direct,
             remote,
-            tlv_state: None,
+            tlv_state: TlvState::default(),
         }
     }
 }
@@ -58,12 +58,9 @@ impl<O: ConnectionOps> Host for ConnectionHost<'_, O> {
         {
             return Some(value);
         }
-        let state = self
-            .tlv_state
-            .get_or_insert_with(|| self.ops.filter_state_typed(names::TLV_FILTER_STATE));
-        state
-            .as_deref()
-            .and_then(|json| tlv_from_filter_state(json, key.name()))
+        let ops = &mut self.ops;
+        self.tlv_state
+            .tlv(key, || ops.filter_state_typed(names::TLV_FILTER_STATE))
     }
 }
 
@@ -81,22 +78,38 @@ pub fn publish(ops: &mut impl ConnectionOps, verdict: &Verdict, handoff_too: boo
     }
 }
 
-/// `on_accept`: true to continue the listener filter chain, false when the socket was closed.
-pub fn on_accept(
-    config: &NativeConfig,
-    ops: &mut impl ListenerOps,
+/// Decides a connection for a per-connection filter (listener or network): logs and counts,
+/// closes a refused connection after publishing its reason, and otherwise returns the verdict
+/// with D and P as Envoy reported them.
+pub fn decide_connection<'p>(
+    config: &'p NativeConfig,
+    role: Role,
+    ops: &mut impl ConnectionOps,
     log: &mut impl FnMut(&str),
-) -> bool {
+) -> Option<(Verdict<'p>, Option<Address>, Option<Address>)> {
     let mut host = ConnectionHost::new(ops);
-    let verdict = evaluate(&config.policy, Role::Listener, &mut host);
+    let verdict = evaluate(&config.policy, role, &mut host);
     let (direct, remote) = (host.direct.take(), host.remote.take());
     config.report(&verdict, log, &mut |id, by| ops.increment(id, by));
     if verdict.action != Action::Continue {
         // The reason reaches the connection's access log too (there is no client to publish).
         publish(ops, &verdict, false);
         ops.close(&format!("trustip_{}", verdict.reason()));
-        return false;
+        return None;
     }
+    Some((verdict, direct, remote))
+}
+
+/// `on_accept`: true to continue the listener filter chain, false when the socket was closed.
+pub fn on_accept(
+    config: &NativeConfig,
+    ops: &mut impl ListenerOps,
+    log: &mut impl FnMut(&str),
+) -> bool {
+    let Some((verdict, direct, remote)) = decide_connection(config, Role::Listener, ops, log)
+    else {
+        return false;
+    };
     if let Some(client) = verdict.client {
         let current = remote.as_ref().and_then(address_ip);
         if current != Some(client) {

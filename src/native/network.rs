@@ -2,9 +2,8 @@
 //! listener filter cannot be added): closes a refused connection before any byte goes on.
 
 use crate::core::decision::Role;
-use crate::core::verdict::{evaluate, Action};
 use crate::native::config::NativeConfig;
-use crate::native::listener::{publish, ConnectionHost};
+use crate::native::listener::{decide_connection, publish};
 use crate::native::ops::ConnectionOps;
 
 /// `on_new_connection`: true to go on, false when the connection was closed.
@@ -13,17 +12,13 @@ pub fn on_new_connection(
     ops: &mut impl ConnectionOps,
     log: &mut impl FnMut(&str),
 ) -> bool {
-    let mut host = ConnectionHost::new(ops);
-    let verdict = evaluate(&config.policy, Role::Network, &mut host);
-    config.report(&verdict, log, &mut |id, by| ops.increment(id, by));
-    if verdict.action != Action::Continue {
-        // The reason reaches the connection's access log too (there is no client to publish).
-        publish(ops, &verdict, false);
-        ops.close(&format!("trustip_{}", verdict.reason()));
-        return false;
+    match decide_connection(config, Role::Network, ops, log) {
+        Some((verdict, _, _)) => {
+            publish(ops, &verdict, false);
+            true
+        }
+        None => false,
     }
-    publish(ops, &verdict, false);
-    true
 }
 
 #[cfg(test)]

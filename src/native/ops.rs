@@ -61,6 +61,25 @@ pub trait HttpOps {
     fn increment(&mut self, counter_id: usize, by: u64);
 }
 
+/// proxy_protocol's TLVs in filter state (`tlv_location: FILTER_STATE`): one JSON object,
+/// read from Envoy at most once per decision.
+#[derive(Default)]
+pub struct TlvState(Option<Option<Vec<u8>>>);
+
+impl TlvState {
+    /// The TLV `key` as Envoy stored it; `read` fetches the object the first time.
+    pub fn tlv(
+        &mut self,
+        key: crate::core::tlv::TlvKey,
+        read: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        self.0
+            .get_or_insert_with(read)
+            .as_deref()
+            .and_then(|json| tlv_from_filter_state(json, key.name()))
+    }
+}
+
 /// Reads one TLV out of the JSON object Envoy serialises proxy_protocol's TLV filter state as.
 pub fn tlv_from_filter_state(json: &[u8], key: &str) -> Option<Vec<u8>> {
     let value: serde_json::Value = serde_json::from_slice(json).ok()?;
