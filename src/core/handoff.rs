@@ -3,9 +3,11 @@
 //! from the listener's verdict on the connection instead of judging D and P again (after the
 //! listener has set the remote address to C, P is no longer the PROXY header's source).
 //!
-//! `v1 <direct> <source> <rule> <flags> <rejection> <client> <tlv>x5`, fields separated by one
-//! space; `-` for none; TLV values in hex. The rejection's detail is not carried (the listener
-//! logged it). Anything else decodes to `None`.
+//! `v1 <policy> <direct> <source> <rule> <flags> <rejection> <client> <tlv>x5`, fields
+//! separated by one space; `-` for none; TLV values in hex; `<policy>` a fingerprint of the
+//! policy the decision was made with (in hex), so that an HTTP filter configured with another
+//! policy does not take a decision it would not have made. The rejection's detail is not
+//! carried (the listener logged it). Anything else decodes to `None`.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -49,8 +51,8 @@ fn unhex(text: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// The decision as the listener publishes it.
-pub fn encode(decision: &ConnectionDecision) -> String {
+/// The decision as the listener publishes it, made with the policy `fingerprint` names.
+pub fn encode(decision: &ConnectionDecision, fingerprint: u64) -> String {
     let direct = match decision.direct_peer {
         Observed::Present(peer) => peer.to_string(),
         Observed::Absent => "absent".to_string(),
@@ -66,6 +68,7 @@ pub fn encode(decision: &ConnectionDecision) -> String {
     ];
     let mut fields = vec![
         VERSION.to_string(),
+        format!("{fingerprint:x}"),
         direct,
         peer_text(decision.source),
         decision
@@ -86,14 +89,38 @@ pub fn encode(decision: &ConnectionDecision) -> String {
     fields.join(" ")
 }
 
-/// The decision the listener published, for this policy (its mode); `None` when the text is not
-/// one [`encode`] writes.
-pub fn decode(policy: &Policy, text: &[u8]) -> Option<ConnectionDecision> {
-    let text = std::str::from_utf8(text).ok()?;
+/// Why a published decision is not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not text [`encode`] writes.
+    Unreadable,
+    /// Made with another policy than the reader's.
+    OtherPolicy,
+}
+
+/// The decision the listener published, for this policy (its mode and its `fingerprint`).
+pub fn decode(
+    policy: &Policy,
+    fingerprint: u64,
+    text: &[u8],
+) -> Result<ConnectionDecision, Refused> {
+    let text = std::str::from_utf8(text).map_err(|_| Refused::Unreadable)?;
     let mut fields = text.split(' ');
-    if fields.next()? != VERSION {
-        return None;
+    if fields.next() != Some(VERSION) {
+        return Err(Refused::Unreadable);
     }
+    match fields.next().map(|f| u64::from_str_radix(f, 16)) {
+        Some(Ok(written)) if written == fingerprint => {}
+        Some(Ok(_)) => return Err(Refused::OtherPolicy),
+        _ => return Err(Refused::Unreadable),
+    }
+    parse_fields(policy, fields).ok_or(Refused::Unreadable)
+}
+
+fn parse_fields<'a>(
+    policy: &Policy,
+    mut fields: impl Iterator<Item = &'a str>,
+) -> Option<ConnectionDecision> {
     let direct_peer = match fields.next()? {
         "absent" => Observed::Absent,
         "malformed" => Observed::Malformed,
@@ -235,9 +262,9 @@ mod tests {
             };
             let decision = decide_connection(&policy, Role::Listener, *direct, *source, &mut tlvs);
             seen_tlv |= decision.tlv(TlvKey::Authority).is_some();
-            let text = encode(&decision);
+            let text = encode(&decision, 0xfeed);
             assert!(!text.contains('\n'), "{text}");
-            let back = decode(&policy, text.as_bytes()).unwrap();
+            let back = decode(&policy, 0xfeed, text.as_bytes()).unwrap();
             let mut expected = decision.clone();
             if let Some(rejection) = &mut expected.rejection {
                 rejection.detail = None;
@@ -250,21 +277,31 @@ mod tests {
     #[test]
     fn anything_else_is_refused() {
         let policy = Policy::from_json(POLICY.as_bytes()).unwrap();
-        let good = "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - -";
-        assert!(decode(&policy, good.as_bytes()).is_some());
+        let good = "v1 2a 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - -";
+        assert!(decode(&policy, 42, good.as_bytes()).is_ok());
+        // The same decision, made with another policy.
+        assert_eq!(
+            decode(&policy, 43, good.as_bytes()),
+            Err(Refused::OtherPolicy)
+        );
         for bad in [
             "",
-            "v2 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - -",
-            "v1 127.0.0.5:1 203.0.113.9:5 3 Pp- - 203.0.113.9 - - - - -", // no rule 3
-            "v1 127.0.0.5:1 203.0.113.9:5 0 Px- - 203.0.113.9 - - - - -",
-            "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- nope 203.0.113.9 - - - - -",
-            "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.999 - - - - -",
-            "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - abc",
-            "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - - extra",
-            "v1 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - -",
+            "v2 2a 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - -",
+            "v1 zz 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - -",
+            "v1 2a 127.0.0.5:1 203.0.113.9:5 3 Pp- - 203.0.113.9 - - - - -", // no rule 3
+            "v1 2a 127.0.0.5:1 203.0.113.9:5 0 Px- - 203.0.113.9 - - - - -",
+            "v1 2a 127.0.0.5:1 203.0.113.9:5 0 Pp- nope 203.0.113.9 - - - - -",
+            "v1 2a 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.999 - - - - -",
+            "v1 2a 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - abc",
+            "v1 2a 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - - - extra",
+            "v1 2a 127.0.0.5:1 203.0.113.9:5 0 Pp- - 203.0.113.9 - - - -",
         ] {
-            assert_eq!(decode(&policy, bad.as_bytes()), None, "{bad}");
+            assert_eq!(
+                decode(&policy, 42, bad.as_bytes()),
+                Err(Refused::Unreadable),
+                "{bad}"
+            );
         }
-        assert_eq!(decode(&policy, b"v1 \xff"), None);
+        assert_eq!(decode(&policy, 42, b"v1 2a \xff"), Err(Refused::Unreadable));
     }
 }

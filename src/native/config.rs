@@ -14,6 +14,9 @@ pub struct NativeConfig {
     /// Shared with every other filter configuration of the same policy text (a listener and
     /// an HTTP filter usually carry the same policy: with 10,000 CIDRs it is compiled once).
     pub policy: Arc<Policy>,
+    /// Names the policy text in the listener's hand-off (`core::handoff`): an HTTP filter
+    /// configured with another policy decides again instead of taking the listener's decision.
+    pub fingerprint: u64,
     counters: [Option<usize>; Counter::COUNT],
 }
 
@@ -64,6 +67,13 @@ fn shared_policy(config: &[u8]) -> Result<Arc<Policy>, String> {
     Ok(policy)
 }
 
+/// FNV-1a over the policy text: the same text gives the same fingerprint in every filter.
+fn fingerprint(config: &[u8]) -> u64 {
+    config.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 impl NativeConfig {
     /// Checks `filter_name` against the filter type and compiles the policy; defines the role's
     /// counters through `define` (which returns the counter id).
@@ -84,6 +94,7 @@ impl NativeConfig {
         Ok(NativeConfig {
             role,
             policy,
+            fingerprint: fingerprint(config),
             counters,
         })
     }

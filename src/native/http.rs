@@ -55,10 +55,21 @@ pub fn on_request_headers(
         ops,
         tlv_state: TlvState::default(),
     };
-    let verdict = match prior.as_deref().map(|bytes| handoff::decode(policy, bytes)) {
-        Some(Some(connection)) => evaluate_request(policy, connection, &mut host),
-        Some(None) => {
-            log("trustip: http: the listener filter's decision is unreadable; deciding again");
+    let prior = prior
+        .as_deref()
+        .map(|bytes| handoff::decode(policy, config.fingerprint, bytes));
+    let verdict = match prior {
+        Some(Ok(connection)) => evaluate_request(policy, connection, &mut host),
+        Some(Err(why)) => {
+            log(match why {
+                handoff::Refused::OtherPolicy => {
+                    "trustip: http: the listener filter decided with another policy than this \
+                     filter's; deciding again (give both filters the same policy)"
+                }
+                handoff::Refused::Unreadable => {
+                    "trustip: http: the listener filter's decision is unreadable; deciding again"
+                }
+            });
             evaluate(policy, Role::Http, &mut host)
         }
         None => evaluate(policy, Role::Http, &mut host),
@@ -226,6 +237,35 @@ mod tests {
                 (Counter::AcceptXff.index(), 1)
             ]
         );
+    }
+
+    #[test]
+    fn a_decision_made_with_another_policy_is_not_taken() {
+        // The listener runs one policy (everyone may use PROXY), the HTTP filter another (no
+        // rules): the HTTP filter decides again and refuses the PROXY claim.
+        let listener = config(
+            Role::Listener,
+            r#"{"rules":[{"from":["0.0.0.0/0"],"proxy_protocol":"use"}]}"#,
+        );
+        let mut connection = FakeConnection {
+            direct: address("127.0.0.66", 1),
+            remote: address("203.0.113.9", 2),
+            ..FakeConnection::default()
+        };
+        assert!(on_accept(&listener, &mut connection, &mut |_: &str| {}));
+        let config = config(Role::Http, "{}");
+        let mut stream = FakeStream {
+            direct: Some(b"127.0.0.66:1".to_vec()),
+            source: Some(b"203.0.113.9:2".to_vec()),
+            state: connection.state.clone(),
+            ..FakeStream::default()
+        };
+        let mut lines = Vec::new();
+        assert!(!on_request_headers(&config, &mut stream, &mut |l: &str| {
+            lines.push(l.to_string())
+        }));
+        assert!(lines[0].contains("another policy"), "{lines:?}");
+        assert_eq!(stream.response.unwrap().0, 403);
     }
 
     #[test]

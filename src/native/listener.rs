@@ -65,15 +65,16 @@ impl<O: ConnectionOps> Host for ConnectionHost<'_, O> {
 }
 
 /// Publishes the decision for the access log (and, from the listener, for the HTTP filter).
-pub fn publish(ops: &mut impl ConnectionOps, verdict: &Verdict, handoff_too: bool) {
+/// `handoff`: the fingerprint of the policy, when the decision is also handed to the HTTP filter.
+pub fn publish(ops: &mut impl ConnectionOps, verdict: &Verdict, handoff: Option<u64>) {
     ops.set_filter_state(names::CONNECTION_REASON_STATE, verdict.reason().as_bytes());
     if let Some(client) = verdict.client_text() {
         ops.set_filter_state(names::CONNECTION_CLIENT_IP_STATE, &client);
     }
-    if handoff_too {
+    if let Some(fingerprint) = handoff {
         ops.set_filter_state(
             names::DECISION_FILTER_STATE,
-            handoff::encode(&verdict.connection).as_bytes(),
+            handoff::encode(&verdict.connection, fingerprint).as_bytes(),
         );
     }
 }
@@ -93,7 +94,7 @@ pub fn decide_connection<'p>(
     config.report(&verdict, log, &mut |id, by| ops.increment(id, by));
     if verdict.action != Action::Continue {
         // The reason reaches the connection's access log too (there is no client to publish).
-        publish(ops, &verdict, false);
+        publish(ops, &verdict, None);
         ops.close(&format!("trustip_{}", verdict.reason()));
         return None;
     }
@@ -126,7 +127,7 @@ pub fn on_accept(
             }
         }
     }
-    publish(ops, &verdict, true);
+    publish(ops, &verdict, Some(config.fingerprint));
     true
 }
 

@@ -14,7 +14,7 @@ pub fn on_new_connection(
 ) -> bool {
     match decide_connection(config, Role::Network, ops, log) {
         Some((verdict, _, _)) => {
-            publish(ops, &verdict, false);
+            publish(ops, &verdict, None);
             true
         }
         None => false,
