@@ -25,8 +25,7 @@ pub fn names_json() -> Value {
     json!({
         "network_root_id": names::NETWORK_ROOT_ID,
         "http_root_id": names::HTTP_ROOT_ID,
-        "network_vm_id": names::NETWORK_VM_ID,
-        "http_vm_id": names::HTTP_VM_ID,
+        "vm_id": names::VM_ID,
         "direct_peer_key": names::DEFAULT_DIRECT_PEER_KEY,
         "direct_peer_format": names::DIRECT_PEER_FORMAT,
         "tlv_filter_state": names::TLV_FILTER_STATE,

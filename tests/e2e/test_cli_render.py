@@ -83,8 +83,8 @@ def test_rendered_bootstrap_shape(rendered, wasm):
     assert hcm["common_http_protocol_options"] == {"headers_with_underscores_action": "DROP_HEADER"}
     http_plugin = hcm["http_filters"][0]["typed_config"]["config"]
     assert [network_plugin["root_id"], http_plugin["root_id"]] == ["trustip-network", "trustip-http"]
-    # One VM per role: a filter of one role misconfigured cannot trap the VM the other runs in.
-    assert [network_plugin["vm_config"]["vm_id"], http_plugin["vm_config"]["vm_id"]] == ["trustip-network", "trustip-http"]
+    # Both roles in one VM (one compiled policy); a misconfigured root_id cannot trap it.
+    assert [network_plugin["vm_config"]["vm_id"], http_plugin["vm_config"]["vm_id"]] == ["trustip", "trustip"]
     for plugin in (network_plugin, http_plugin):
         assert json.loads(plugin["configuration"]["value"]) == POLICY
         assert plugin["vm_config"]["code"]["local"]["filename"] == str(wasm)

@@ -7,9 +7,8 @@ policy, the VM does not trap, a correctly configured listener of the same Envoy 
 and Envoy's log has one error line naming the filter type and the root_id.
 
 Each case runs in an Envoy of its own (a trapped VM would poison the next case), laid out as
-rendered configurations are: one VM per role (vm_id `trustip-network` for every network filter,
-`trustip-http` for every HTTP filter), so the misconfigured filter shares its VM with the good
-listener's filter of the same type."""
+rendered configurations are: every trustip filter in one VM (vm_id `trustip`), so the
+misconfigured filter shares its VM with both of the good listener's filters."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ import time
 
 import pytest
 
-from harness import client
+from harness import client, names
 from harness.envoy import Listener
 
 LB = "127.0.0.5"
@@ -31,7 +30,7 @@ SPOOF_HEADERS = [
     ("x-envoy-external-address", SPOOF),
     ("x-real-ip", SPOOF),
 ]
-NETWORK_VM, HTTP_VM = "trustip-network", "trustip-http"
+VM = names.VM_ID
 # root_id, vm_id, failure_policy and a trapping VM are proxy-wasm's; the native filters are chosen
 # by filter_name, and a filter_name that does not match the filter type is refused when Envoy
 # loads the configuration (test_native_module.py, src/native/config.rs).
@@ -49,7 +48,7 @@ TRAP_SIGNS = ("panicked", "invalid context_id", "RuntimeError", "Function: proxy
 
 
 def listeners(kind: str, root_id: str, policy: str) -> list[Listener]:
-    common = dict(plugin=PLUGIN, failure_policy=policy, network_vm_id=NETWORK_VM, http_vm_id=HTTP_VM)
+    common = dict(plugin=PLUGIN, failure_policy=policy, network_vm_id=VM, http_vm_id=VM)
     good = Listener(name="good", network_role=True, http_role=True, **common)
     if kind == "network":
         # The misconfigured network filter alone in front of the HCM: if it let a connection

@@ -2,7 +2,7 @@
 path and the bind address substituted) and handles a request from the load balancer and a
 spoofed one as its comments say. They are generated (`trustip render --sample NAME`): a fresh
 render must give each file exactly, and every sample follows the wiring decisions (underscored
-header names dropped, a listener access log; wasm: one VM per role; native: the listener filter
+header names dropped, a listener access log; wasm: both roles in one VM; native: the listener filter
 after proxy_protocol, no set_filter_state, the HCM appending X-Forwarded-For only when no trustip
 HTTP filter owns it). The native-* samples run the native build (the dynamic module)."""
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from cli_support import cli, localize, native  # noqa: F401  (cli and native are fixtures)
-from harness import client, net
+from harness import client, names, net
 from harness.envoy import REPO, Envoy
 
 LB = "127.0.0.5"
@@ -119,8 +119,9 @@ def test_sample_follows_the_wiring_decisions(name):
         for f in filters:
             if f["name"] in WASM_ROLES:
                 plugin = f["typed_config"]["config"]
-                # One VM per role: a misconfigured filter of one role cannot trap the other's VM.
-                assert plugin["root_id"] == plugin["vm_config"]["vm_id"] == WASM_ROLES[f["name"]], plugin
+                # Both roles in one VM: one compiled policy, one V8 instance per thread.
+                assert plugin["root_id"] == WASM_ROLES[f["name"]], plugin
+                assert plugin["vm_config"]["vm_id"] == names.VM_ID, plugin
                 assert plugin["failure_policy"] == "FAIL_CLOSED"
                 policies.add(plugin["configuration"]["value"])
                 json.loads(plugin["configuration"]["value"])

@@ -103,7 +103,7 @@ pub fn bootstrap(wiring: &Wiring, strict_proxy: bool) -> Result<String, CliError
         "Envoy bootstrap rendered by `trustip render --target envoy`.\n\
          Run: envoy -c THIS_FILE\n\
          {strict}\n\
-         Both roles share the policy; each runs in its own wasm VM. Header names with\n\
+         Both roles share the policy and one wasm VM. Header names with\n\
          underscores (x_forwarded_for, x_real_ip) are dropped before any filter sees them."
     );
     to_yaml(&header, &wiring.bootstrap(), &mut Anchors::default())

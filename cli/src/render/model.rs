@@ -32,21 +32,18 @@ impl Role {
         }
     }
 
-    /// Each role runs in its own VM: a filter of one role configured with the other role's
-    /// root_id traps its VM on the first connection, and must not take the other role down.
+    /// Both roles run in one VM (names::VM_ID): one compiled policy, one V8 instance per
+    /// thread; a filter given the other role's root_id refuses its own traffic, not the VM's.
     pub fn vm_id(self) -> &'static str {
-        match self {
-            Role::Network => names::NETWORK_VM_ID,
-            Role::Http => names::HTTP_VM_ID,
-        }
+        names::VM_ID
     }
 }
 
 /// How trustip is built into Envoy: the same core and policy either way, different filters.
 #[derive(Clone, Debug)]
 pub enum Build {
-    /// The proxy-wasm module, loaded by Envoy from this path: a network and an HTTP filter, each
-    /// role in its own VM; set_filter_state hands them the direct peer D.
+    /// The proxy-wasm module, loaded by Envoy from this path: a network and an HTTP filter, both
+    /// roles in one VM; set_filter_state hands them the direct peer D.
     Wasm { module: String },
     /// The native Envoy dynamic module (`libtrustip.so`), loaded from this path: a listener
     /// filter (the connection's decision, read natively, and the remote address set to the

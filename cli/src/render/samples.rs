@@ -305,9 +305,9 @@ fn wiring_notes(name: &str, wiring: &Wiring) -> String {
         line("tcp_proxy: forwards the bytes; TCP has no headers to write.");
     }
     notes.push_str(
-        "Both roles take the same policy; each role runs in its own wasm VM (vm_id trustip-network,\n\
-         trustip-http), so a misconfigured filter of one role cannot take the other down, and\n\
-         failure_policy FAIL_CLOSED fails a connection when the VM fails. The listener access log\n\
+        "Both roles take the same policy and run in one wasm VM (vm_id trustip: one compiled\n\
+         policy); a filter given the other role's root_id refuses its own traffic and leaves the\n\
+         VM alone, and failure_policy FAIL_CLOSED fails a connection when the VM fails. The listener access log\n\
          prints one line per connection (also one the network role closed: client_ip \"-\" and the\n\
          reason); the HCM's, one per request.",
     );
@@ -635,7 +635,7 @@ mod tests {
                 assert!(text.contains("filter_name: trustip-listener"), "{name}");
                 assert!(!text.contains("wasm"), "{name}");
             } else {
-                assert!(text.contains("vm_id: trustip-network") || *name == "http-role-only");
+                assert!(text.contains("vm_id: trustip\n"), "{name}");
             }
             assert!(text.contains("&policy"), "{name}");
         }

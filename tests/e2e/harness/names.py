@@ -14,8 +14,7 @@ NAMES: dict = json.loads((Path(__file__).with_name("names.json")).read_text())
 
 HTTP_ROOT_ID: str = NAMES["http_root_id"]
 NETWORK_ROOT_ID: str = NAMES["network_root_id"]
-HTTP_VM_ID: str = NAMES["http_vm_id"]
-NETWORK_VM_ID: str = NAMES["network_vm_id"]
+VM_ID: str = NAMES["vm_id"]
 DIRECT_PEER_KEY: str = NAMES["direct_peer_key"]
 DIRECT_PEER_FORMAT: str = NAMES["direct_peer_format"]
 TLV_FILTER_STATE: str = NAMES["tlv_filter_state"]
