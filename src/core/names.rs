@@ -9,10 +9,10 @@ use crate::core::decision::{Counter, Role};
 pub const NETWORK_ROOT_ID: &str = "trustip-network";
 /// The wasm HTTP filter's root_id (`envoy.filters.http.wasm`).
 pub const HTTP_ROOT_ID: &str = "trustip-http";
-/// The wasm VM id of rendered configurations: both roles in one VM per worker (a second V8 VM
-/// costs about 7 MiB per thread, measured by scripts/bench), sharing one compiled policy. A
-/// filter whose root_id names the other role cannot take the VM down: the root answers the
-/// context kind Envoy is creating and that filter refuses its own traffic (src/filter/refused.rs).
+/// The wasm VM id of rendered configurations: both roles in one VM per thread, sharing one
+/// compiled policy. A filter whose root_id names the other role cannot take the VM down: the
+/// root answers the context kind Envoy is creating and that filter refuses its own traffic
+/// (src/filter/refused.rs).
 pub const VM_ID: &str = "trustip";
 
 /// The native build's `filter_name`s (Envoy dynamic module), one per filter type.

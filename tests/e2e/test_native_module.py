@@ -41,6 +41,10 @@ POLICY = {
     "xff": {"trusted": ["198.51.100.0/24"]},
     "headers": {"set": ["x-envoy-external-address", "x-real-ip"]},
 }
+TLV_POLICY = {
+    "rules": [{"from": [f"{LB}/32"], "proxy_protocol": "require", "tlvs": {"aws_vpce_id": ["vpce-0a1b2c3d4e5f60718"]}}],
+    "headers": {"tlv": {"aws_vpce_id": "x-amzn-vpce-id"}},
+}
 # The glibc version the module needs (objdump -T): stated in the README as "glibc 2.34".
 GLIBC_FLOOR = (2, 34)
 
@@ -167,6 +171,11 @@ def envoy(start_envoy, native):
             use_remote_address=False, set_filter_state=False,
         ),
         Listener(name="network_alone", build="native", network_role=True, http_role=False, plugin=POLICY),
+        # TLVs where proxy_protocol puts them by default: the connection's dynamic metadata.
+        Listener(
+            name="tlv_metadata", build="native", listener_role=True, http_role=True, plugin=TLV_POLICY,
+            tlv_location=None, access_log=True,
+        ),
         Listener(
             name="strict", build="native", proxy_protocol="strict", listener_role=True, http_role=False, plugin=POLICY,
             skip_xff_append=False,
@@ -278,6 +287,24 @@ def test_a_client_s_xff_cannot_pose_as_the_source_without_use_remote_address(env
     assert response.upstream_header("x-envoy-external-address") == client_c
     assert response.upstream_header("x-real-ip") == client_c
     assert response.upstream_header("x-forwarded-for") == client_c
+
+
+def test_listener_reads_tlvs_from_dynamic_metadata(envoy, echo):
+    """With Envoy's default tlv_location the TLVs are in the connection's dynamic metadata, where
+    the listener filter reads them; the HTTP filter's TLV header comes from the hand-off."""
+    port = envoy.port("tlv_metadata")
+    good = client.request(
+        port, [("x-amzn-vpce-id", "forged")], source=LB, proxy=v2(CLIENT, [client.aws_vpce_tlv("vpce-0a1b2c3d4e5f60718")])
+    )
+    assert good.status == 200, good
+    assert good.upstream_header("x-envoy-external-address") == CLIENT
+    assert good.upstream_header("x-amzn-vpce-id") == "vpce-0a1b2c3d4e5f60718"
+    for tlvs in ([client.aws_vpce_tlv("vpce-0000000000000000")], []):
+        bad = client.request(port, source=LB, proxy=v2(CLIENT, tlvs))
+        assert bad.closed, bad
+        assert echo.find(bad.test_id) is None
+    envoy.wait_for_log('reject tlv (aws_vpce_id "vpce-0000000000000000" not allowed)')
+    envoy.wait_for_log("reject tlv (aws_vpce_id absent)")
 
 
 def test_http_filter_alone_decides_the_connection(envoy):

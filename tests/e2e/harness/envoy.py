@@ -74,6 +74,9 @@ class Listener:
     tlv_rules: dict[int, str] | None = field(default_factory=lambda: dict(WELL_KNOWN_TLVS))
     # The proxy_protocol rules' value_string_encoding (None: Envoy's default, SANITIZED_UTF8).
     tlv_value_encoding: str | None = None
+    # Where proxy_protocol keeps the TLVs: FILTER_STATE (both wasm roles can read it), or None for
+    # Envoy's default, the connection's dynamic metadata (which the native listener filter reads).
+    tlv_location: str | None = "FILTER_STATE"
     set_filter_state: bool = True
     direct_peer_key: str = names.DIRECT_PEER_KEY  # the filter-state object set_filter_state fills
     network_role: bool = False
@@ -172,7 +175,8 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path, native: Path
             "allow_requests_without_proxy_protocol": spec.proxy_protocol == "optional",
         }
         if spec.tlv_rules:
-            pp["tlv_location"] = "FILTER_STATE"
+            if spec.tlv_location:
+                pp["tlv_location"] = spec.tlv_location
             encoding = {"value_string_encoding": spec.tlv_value_encoding} if spec.tlv_value_encoding else {}
             pp["rules"] = [
                 {"tlv_type": kind, "on_tlv_present": {"key": key, **encoding}} for kind, key in spec.tlv_rules.items()
