@@ -513,14 +513,7 @@ pub fn decide_request<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
         (None, true) => Walk::none(c, WalkEnd::AllTrusted),
         (_, false) => Walk::none(c, WalkEnd::NotTrusted),
     };
-    let stripped = plan_headers(
-        policy,
-        &connection,
-        trusted,
-        &outcome,
-        incoming.as_deref(),
-        view,
-    );
+    let stripped = plan_headers(policy, &connection, trusted, &outcome, view);
     RequestDecision {
         connection,
         client: Some(outcome.client),

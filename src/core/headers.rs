@@ -106,14 +106,12 @@ fn appended(incoming: Option<&[u8]>, element: &[u8]) -> Vec<u8> {
 }
 
 /// Plans the header steps into `view.ops`; returns how many incoming headers the strip step
-/// removes. `c_trusted`: C is in `xff.trusted`; `incoming_xff`: the X-Forwarded-For value the
-/// walk read, if it was read.
+/// removes. `c_trusted`: C is in `xff.trusted`.
 pub fn plan_headers<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
     policy: &'p Policy,
     connection: &ConnectionDecision,
     c_trusted: bool,
     walk: &Walk,
-    incoming_xff: Option<&[u8]>,
     view: &mut HeaderView<'p, R>,
 ) -> u32 {
     let Some(c) = connection.client else {
@@ -140,10 +138,10 @@ pub fn plan_headers<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
         XffMode::Append => {
             let mut element = Vec::with_capacity(40);
             push_ip(&mut element, c);
-            view.ops.push(HeaderOp::Set(
-                X_FORWARDED_FOR,
-                appended(incoming_xff, &element),
-            ));
+            // As the strip step left it: a stripped X-Forwarded-For is not appended to.
+            let incoming = view.current(X_FORWARDED_FOR);
+            let value = appended(incoming.as_deref(), &element);
+            view.ops.push(HeaderOp::Set(X_FORWARDED_FOR, value));
         }
         XffMode::Preserve => {}
         XffMode::Remove => view.ops.push(HeaderOp::Remove(X_FORWARDED_FOR)),

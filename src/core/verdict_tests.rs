@@ -282,7 +282,13 @@ fn budget_strip_and_forwarded_share_one_read_and_xff_append_reads_once() {
     let mut host = Inputs::with_peers(LB, LB)
         .header("x-forwarded-for", b"1.1.1.1")
         .header("forwarded", b"for=1.1.1.1");
-    evaluate(&policy, Role::Http, &mut host);
+    let verdict = evaluate(&policy, Role::Http, &mut host);
+    // C (the untrusted peer) had both stripped: appending starts afresh, never from the
+    // client's own values.
+    let mut headers = host.headers.clone();
+    headers.apply(&verdict.headers);
+    assert_eq!(headers.get("x-forwarded-for"), Some(b"127.0.0.5".to_vec()));
+    assert_eq!(headers.get("forwarded"), Some(b"for=127.0.0.5".to_vec()));
     assert_each_read_once(&host);
     assert_eq!(
         header_reads(&host),

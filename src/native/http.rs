@@ -14,6 +14,10 @@ use crate::native::ops::{HttpOps, TlvState};
 struct StreamHost<'a, O: HttpOps> {
     ops: &'a mut O,
     tlv_state: TlvState,
+    /// False after the listener filter's decision was refused: the listener has set the remote
+    /// address (so `source.address` is its C, or the HCM's X-Forwarded-For-derived address), and
+    /// neither may pose as a PROXY source: P is then D.
+    trust_source: bool,
 }
 
 impl<O: HttpOps> Host for StreamHost<'_, O> {
@@ -23,13 +27,20 @@ impl<O: HttpOps> Host for StreamHost<'_, O> {
     /// X-Forwarded-For when `use_remote_address` is false: run the listener filter, or keep
     /// `use_remote_address: true`, or record D and P in filter state.
     fn direct_peer(&mut self, key: &str) -> Option<Vec<u8>> {
+        if !self.trust_source {
+            return self.ops.direct_remote();
+        }
         self.ops
             .filter_state_bytes(key)
             .or_else(|| self.ops.direct_remote())
     }
 
     fn source(&mut self) -> Option<Vec<u8>> {
-        self.ops.source_address()
+        if self.trust_source {
+            self.ops.source_address()
+        } else {
+            None
+        }
     }
 
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
@@ -54,6 +65,7 @@ pub fn on_request_headers(
     let mut host = StreamHost {
         ops,
         tlv_state: TlvState::default(),
+        trust_source: true,
     };
     let prior = prior
         .as_deref()
@@ -64,12 +76,15 @@ pub fn on_request_headers(
             log(match why {
                 handoff::Refused::OtherPolicy => {
                     "trustip: http: the listener filter decided with another policy than this \
-                     filter's; deciding again (give both filters the same policy)"
+                     filter's; deciding again from the TCP peer alone (give both filters the \
+                     same policy text)"
                 }
                 handoff::Refused::Unreadable => {
-                    "trustip: http: the listener filter's decision is unreadable; deciding again"
+                    "trustip: http: the listener filter's decision is unreadable; deciding again \
+                     from the TCP peer alone"
                 }
             });
+            host.trust_source = false;
             evaluate(policy, Role::Http, &mut host)
         }
         None => evaluate(policy, Role::Http, &mut host),
@@ -241,8 +256,10 @@ mod tests {
 
     #[test]
     fn a_decision_made_with_another_policy_is_not_taken() {
-        // The listener runs one policy (everyone may use PROXY), the HTTP filter another (no
-        // rules): the HTTP filter decides again and refuses the PROXY claim.
+        // The listener and the HTTP filter both let everyone use PROXY, but their policy texts
+        // differ (spacing): the listener's decision is refused, and the HTTP filter decides again
+        // from the TCP peer alone: neither the address the listener set nor the HCM's
+        // X-Forwarded-For-derived `source.address` may pose as a PROXY source.
         let listener = config(
             Role::Listener,
             r#"{"rules":[{"from":["0.0.0.0/0"],"proxy_protocol":"use"}]}"#,
@@ -253,19 +270,29 @@ mod tests {
             ..FakeConnection::default()
         };
         assert!(on_accept(&listener, &mut connection, &mut |_: &str| {}));
-        let config = config(Role::Http, "{}");
+        let config = config(
+            Role::Http,
+            r#"{"rules": [{"from": ["0.0.0.0/0"], "proxy_protocol": "use"}]}"#,
+        );
         let mut stream = FakeStream {
             direct: Some(b"127.0.0.66:1".to_vec()),
-            source: Some(b"203.0.113.9:2".to_vec()),
+            source: Some(b"6.6.6.6:2".to_vec()),
             state: connection.state.clone(),
             ..FakeStream::default()
         };
         let mut lines = Vec::new();
-        assert!(!on_request_headers(&config, &mut stream, &mut |l: &str| {
+        assert!(on_request_headers(&config, &mut stream, &mut |l: &str| {
             lines.push(l.to_string())
         }));
         assert!(lines[0].contains("another policy"), "{lines:?}");
-        assert_eq!(stream.response.unwrap().0, 403);
+        assert_eq!(
+            stream.filter_state_bytes("trustip.client_ip").as_deref(),
+            Some(&b"127.0.0.66"[..])
+        );
+        assert_eq!(
+            stream.headers.get("x-envoy-external-address"),
+            Some(b"127.0.0.66".to_vec())
+        );
     }
 
     #[test]
