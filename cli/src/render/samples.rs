@@ -168,7 +168,8 @@ fn sample(name: &str) -> Result<Sample, CliError> {
             // The listener filter alone: the HCM writes the client headers itself.
             wiring: one_listener(
                 native(),
-                NATIVE_STRICT_POLICY,
+                // The same load-balancer-only policy as the TCP sample.
+                TCP_POLICY,
                 true,
                 true,
                 http_app(false),
@@ -403,7 +404,7 @@ one), and trustip makes sure the header comes from the load balancer: a PROXY he
 other peer is a spoofing attempt and the connection is closed (network role) before a byte
 reaches the HTTP layer. The HTTP role then writes one consistent set of client-IP headers.
 
-Run from the repository root, after `cargo build --release --target wasm32-wasip1`:
+Run from the repository root, after `scripts/build-wasm` (writes target/trustip.wasm):
   .venv/bin/envoy -c envoy/strict-lb-only.yaml --concurrency 1
 Try it with HAProxy bound to 127.0.0.5 and `server envoy 127.0.0.1:10000 send-proxy-v2
 source 127.0.0.5` (what scripts/demo does), or hand-made PROXY headers.
@@ -441,7 +442,7 @@ Behind the load balancer sits a CDN whose edges (xff.trusted) add X-Forwarded-Fo
 over that chain finds the real client. Headers: X-Forwarded-For and Forwarded are rewritten
 with the verified chain, x-envoy-external-address and x-real-ip get the client address.
 
-Run from the repository root, after `cargo build --release --target wasm32-wasip1`:
+Run from the repository root, after `scripts/build-wasm` (writes target/trustip.wasm):
   .venv/bin/envoy -c envoy/mixed-lb-and-direct.yaml --concurrency 1
 Edit rules[0].from (10.0.0.0/8 is a placeholder; 127.0.0.5 is the local HAProxy of
 scripts/demo and the tests) and xff.trusted (here: two Cloudflare ranges as an example).
@@ -479,7 +480,7 @@ The AWS example: requests that arrive through the VPC endpoint must carry its id
 v2 TLV 0xEA (subtype 0x01), and the verified id is passed upstream as x-amzn-vpce-id (a
 client's own x-amzn-vpce-id is always removed).
 
-Run from the repository root, after `cargo build --release --target wasm32-wasip1`:
+Run from the repository root, after `scripts/build-wasm` (writes target/trustip.wasm):
   .venv/bin/envoy -c envoy/http-role-only.yaml --concurrency 1
 Edit the rules: 10.0.0.0/8 and the endpoint id are placeholders; 127.0.0.5 is the local
 HAProxy of scripts/demo and the tests (HAProxy cannot send the AWS TLV).
@@ -509,7 +510,7 @@ trustip decides once per connection and closes a rejected connection before any 
 forwarded. There are no headers to write in TCP: the decision (client address and reason) is
 published as filter state and printed by the listener's access log, one line per connection.
 
-Run from the repository root, after `cargo build --release --target wasm32-wasip1`:
+Run from the repository root, after `scripts/build-wasm` (writes target/trustip.wasm):
   .venv/bin/envoy -c envoy/tcp-proxy-network-role.yaml --concurrency 1
 Edit rules[0].from (10.0.0.0/8 is a placeholder; 127.0.0.5 is the local HAProxy of
 scripts/demo and the tests).
@@ -536,7 +537,7 @@ trustip_demo_http_only (18432): the HTTP role alone, same policy: a spoofed PROX
 the local reply (reject_status, 403 by default) instead of a closed connection.
 
 Run it by hand from the repository root (paths are relative to it):
-  cargo build --release --target wasm32-wasip1
+  scripts/build-wasm
   .venv/bin/envoy -c envoy/demo.yaml --base-id 18431 --concurrency 1
 Access logs go to Envoy's stdout.
 
@@ -580,13 +581,6 @@ The policy: put your load balancers' addresses in rules[0].from (10.0.0.0/8 is a
 placeholder; 127.0.0.5 is the local HAProxy of scripts/demo and the tests).
 ";
 
-const NATIVE_STRICT_POLICY: &str = r#"{
-  "mode": "enforce",
-  "rules": [
-    {"from": ["10.0.0.0/8", "127.0.0.5/32"], "proxy_protocol": "require"}
-  ]
-}
-"#;
 
 const NATIVE_CDN: &str = "\
 trustip sample, native build: the L4 load balancer with a CDN in front of it, with trustip's
