@@ -581,7 +581,6 @@ The policy: put your load balancers' addresses in rules[0].from (10.0.0.0/8 is a
 placeholder; 127.0.0.5 is the local HAProxy of scripts/demo and the tests).
 ";
 
-
 const NATIVE_CDN: &str = "\
 trustip sample, native build: the L4 load balancer with a CDN in front of it, with trustip's
 listener and HTTP filters.
