@@ -526,10 +526,10 @@ pub extern "C" fn envoy_dynamic_module_on_listener_filter_on_accept(
     filter_envoy: EnvoyPtr,
     filter: ModulePtr,
 ) -> u32 {
-    let Some(filter) = object::<ListenerFilter>(filter) else {
+    // Only the configuration is taken: no reference to the filter object outlives this line.
+    let Some(config) = object::<ListenerFilter>(filter).map(|f| Arc::clone(&f.config)) else {
         return STOP_ITERATION;
     };
-    let config = Arc::clone(&filter.config);
     if listener::on_accept(
         &config,
         &mut Connection {
@@ -655,23 +655,26 @@ pub extern "C" fn envoy_dynamic_module_on_network_filter_new_connection(
     filter_envoy: EnvoyPtr,
     filter: ModulePtr,
 ) -> u32 {
-    let Some(filter) = object::<NetworkFilter>(filter) else {
+    // No reference to the filter object is held across the call: closing the connection may
+    // re-enter this filter's hooks.
+    let Some(config) = object::<NetworkFilter>(filter).map(|f| Arc::clone(&f.config)) else {
         return STOP_ITERATION;
     };
-    let config = Arc::clone(&filter.config);
-    if network::on_new_connection(
+    let go_on = network::on_new_connection(
         &config,
         &mut Connection {
             filter: filter_envoy,
             abi: &NETWORK,
         },
         &mut log_info,
-    ) {
-        CONTINUE
-    } else {
-        filter.rejected = true;
-        STOP_ITERATION
+    );
+    if go_on {
+        return CONTINUE;
     }
+    if let Some(filter) = object::<NetworkFilter>(filter) {
+        filter.rejected = true;
+    }
+    STOP_ITERATION
 }
 
 /// Hook: bytes from the client: none of a refused connection goes further.
@@ -918,10 +921,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter: ModulePtr,
     _end_of_stream: bool,
 ) -> u32 {
-    let Some(filter) = object::<HttpFilter>(filter) else {
+    // Only the configuration is taken: no reference to the filter object outlives this line.
+    let Some(config) = object::<HttpFilter>(filter).map(|f| Arc::clone(&f.config)) else {
         return STOP_ITERATION;
     };
-    let config = Arc::clone(&filter.config);
     if http::on_request_headers(&config, &mut Stream(filter_envoy), &mut log_info) {
         CONTINUE
     } else {
