@@ -9,6 +9,7 @@ use crate::core::addr::Peer;
 use crate::core::config::{quoted, IfMissing, Mode, Policy, ProxyProtocol};
 use crate::core::headers::{plan_headers, HeaderView};
 use crate::core::tlv::{decode_stored, TlvEncoding, TlvKey};
+use crate::core::verdict::Outcome;
 use crate::core::xff::{walk, Walk, WalkEnd};
 
 /// Which filter is deciding.
@@ -287,16 +288,21 @@ impl ConnectionDecision {
         }
     }
 
-    /// The reason published in filter state and printed by `explain`.
-    pub fn reason(&self) -> &'static str {
+    /// The outcome of the connection alone (see [`RequestDecision::outcome`] for a request).
+    pub fn outcome(&self) -> Outcome {
         match (&self.rejection, self.client) {
-            (Some(rejection), None) => rejection.reason.name(),
-            (Some(rejection), Some(_)) => rejection.reason.shadow_name(),
+            (Some(rejection), None) => Outcome::Rejected(rejection.reason),
+            (Some(rejection), Some(_)) => Outcome::Shadow(rejection.reason),
             (None, _) => match self.via {
-                Via::Proxy => "proxy",
-                Via::Direct => "direct",
+                Via::Proxy => Outcome::Proxy,
+                Via::Direct => Outcome::Direct,
             },
         }
+    }
+
+    /// The reason published in filter state and printed by `explain`.
+    pub fn reason(&self) -> &'static str {
+        self.outcome().reason()
     }
 
     pub fn tlv(&self, key: TlvKey) -> Option<&str> {
@@ -468,12 +474,22 @@ impl RequestDecision {
         self.connection.rejected()
     }
 
-    /// `xff` when the walk moved the client past C; otherwise the connection's reason.
-    pub fn reason(&self) -> &'static str {
-        match (self.client, self.connection.client) {
-            (Some(r), Some(c)) if r != c && self.connection.shadow_rejection().is_none() => "xff",
-            _ => self.connection.reason(),
+    /// The walk moved the client past C.
+    pub fn moved(&self) -> bool {
+        self.client.is_some() && self.client != self.connection.client
+    }
+
+    /// `Xff` when the walk moved the client past C (and nothing was shadow-rejected); otherwise
+    /// the connection's outcome.
+    pub fn outcome(&self) -> Outcome {
+        match self.connection.outcome() {
+            Outcome::Proxy | Outcome::Direct if self.moved() => Outcome::Xff,
+            other => other,
         }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        self.outcome().reason()
     }
 }
 

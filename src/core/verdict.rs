@@ -171,45 +171,46 @@ fn carry_on<'p>(
     if connection.proxy_ignored {
         counters.push((Counter::ProxyIgnored, 1));
     }
-    let outcome_of_connection = match (&connection.rejection, connection.client) {
-        (Some(rejection), None) => Outcome::Rejected(rejection.reason),
-        (Some(rejection), Some(_)) => Outcome::Shadow(rejection.reason),
-        (None, _) => match connection.via {
-            Via::Proxy => Outcome::Proxy,
-            Via::Direct => Outcome::Direct,
-        },
-    };
+    let via = connection.via;
+    match connection.outcome() {
+        Outcome::Rejected(reason) => {
+            counters.push((Counter::Reject(reason), 1));
+            return Verdict {
+                role,
+                outcome: Outcome::Rejected(reason),
+                action: if role.per_connection() {
+                    Action::Close
+                } else {
+                    Action::Respond {
+                        status: policy.reject_status,
+                    }
+                },
+                headers: Vec::new(),
+                client: None,
+                counters,
+                log,
+                hint,
+                connection,
+                request: None,
+            };
+        }
+        Outcome::Shadow(reason) => counters.push((Counter::Shadow(reason), 1)),
+        _ => {}
+    }
 
-    if let Outcome::Rejected(reason) = outcome_of_connection {
-        counters.push((Counter::Reject(reason), 1));
-        return Verdict {
-            role,
-            outcome: outcome_of_connection,
-            action: if role.per_connection() {
-                Action::Close
-            } else {
-                Action::Respond {
-                    status: policy.reject_status,
-                }
-            },
-            headers: Vec::new(),
-            client: None,
-            counters,
-            log,
-            hint,
+    let (outcome, client, headers, request, connection, moved) = if role.per_connection() {
+        let client = connection.client;
+        (
+            connection.outcome(),
+            client,
+            Vec::new(),
+            None,
             connection,
-            request: None,
-        };
-    }
-    if let Outcome::Shadow(reason) = outcome_of_connection {
-        counters.push((Counter::Shadow(reason), 1));
-    }
-
-    let (client, headers, request) = if role.per_connection() {
-        (connection.client, Vec::new(), None)
+            false,
+        )
     } else {
         let mut view = HeaderView::new(|name: &str| host.header(name));
-        let decision = decide_request(policy, connection.clone(), &mut view);
+        let decision = decide_request(policy, connection, &mut view);
         if decision.stripped > 0 {
             counters.push((Counter::HeadersStripped, decision.stripped));
         }
@@ -218,24 +219,27 @@ fn carry_on<'p>(
             WalkEnd::Limit => counters.push((Counter::XffTruncated, 1)),
             _ => {}
         }
+        let (outcome, moved) = (decision.outcome(), decision.moved());
         let part = RequestPart {
             chain: decision.chain,
             walk_end: decision.walk_end,
         };
-        (decision.client, view.ops, Some(part))
+        let ops = view.ops;
+        (
+            outcome,
+            decision.client,
+            ops,
+            Some(part),
+            decision.connection,
+            moved,
+        )
     };
-    let moved = client.is_some() && client != connection.client;
-    let accept = match (moved, connection.via) {
+    let accept = match (moved, via) {
         (true, _) => Counter::AcceptXff,
         (false, Via::Proxy) => Counter::AcceptProxy,
         (false, Via::Direct) => Counter::AcceptDirect,
     };
     counters.push((accept, 1));
-    let outcome = match outcome_of_connection {
-        Outcome::Shadow(_) => outcome_of_connection,
-        _ if moved => Outcome::Xff,
-        other => other,
-    };
     Verdict {
         role,
         outcome,

@@ -62,9 +62,9 @@ pub trait HttpOps {
 }
 
 /// proxy_protocol's TLVs in filter state (`tlv_location: FILTER_STATE`): one JSON object,
-/// read from Envoy at most once per decision.
+/// read from Envoy and parsed at most once per decision.
 #[derive(Default)]
-pub struct TlvState(Option<Option<Vec<u8>>>);
+pub struct TlvState(Option<Option<serde_json::Value>>);
 
 impl TlvState {
     /// The TLV `key` as Envoy stored it; `read` fetches the object the first time.
@@ -74,16 +74,15 @@ impl TlvState {
         read: impl FnOnce() -> Option<Vec<u8>>,
     ) -> Option<Vec<u8>> {
         self.0
-            .get_or_insert_with(read)
-            .as_deref()
-            .and_then(|json| tlv_from_filter_state(json, key.name()))
+            .get_or_insert_with(|| read().and_then(|json| serde_json::from_slice(&json).ok()))
+            .as_ref()
+            .and_then(|object| tlv_value(object, key.name()))
     }
 }
 
-/// Reads one TLV out of the JSON object Envoy serialises proxy_protocol's TLV filter state as.
-pub fn tlv_from_filter_state(json: &[u8], key: &str) -> Option<Vec<u8>> {
-    let value: serde_json::Value = serde_json::from_slice(json).ok()?;
-    value
+/// One TLV out of the JSON object Envoy serialises proxy_protocol's TLV filter state as.
+fn tlv_value(object: &serde_json::Value, key: &str) -> Option<Vec<u8>> {
+    object
         .get(key)
         .and_then(serde_json::Value::as_str)
         .map(|text| text.as_bytes().to_vec())
