@@ -310,6 +310,7 @@ fn print_text(policy: &Policy, e: &Explanation) {
         (None, _) => "",
         (Some(_), Via::Proxy) => " (= P)",
         (Some(_), Via::Direct) => " (= D)",
+        (Some(_), Via::HealthCheck) => " (= D, the load balancer's health check)",
     };
     println!(
         "  client C:   {}{via}",

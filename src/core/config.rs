@@ -166,6 +166,7 @@ struct RawConfig {
     headers: RawHeaders,
     reject_status: Option<u64>,
     tlv_encoding: TlvEncoding,
+    upstream_proxy_protocol: bool,
 }
 
 #[derive(Debug)]
@@ -189,6 +190,7 @@ struct RawRule {
     proxy_protocol: ProxyProtocol,
     /// In [`TlvKey`] order.
     tlvs: Vec<(TlvKey, Vec<String>)>,
+    health_check_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -239,6 +241,11 @@ pub const MAX_STRIP: usize = 64;
 pub const MAX_CIDRS: usize = 100_000;
 /// Values of one TLV allowlist (`rules[].tlvs.<key>`): compared one by one on each connection.
 pub const MAX_TLV_VALUES: usize = 1_024;
+/// `rules[].health_check_paths`: compared one by one on each health-check request; a load
+/// balancer checks one or two paths.
+pub const MAX_HEALTH_CHECK_PATHS: usize = 16;
+/// Length of one health-check path.
+pub const MAX_HEALTH_CHECK_PATH_LEN: usize = 256;
 
 pub const DEFAULT_MAX_ENTRIES: usize = 32;
 /// Upper bound on `xff.max_entries`: a walk never examines more elements than this.
@@ -256,6 +263,21 @@ pub struct Rule {
     pub proxy_protocol: ProxyProtocol,
     /// Allowed decoded values per TLV key.
     pub tlvs: Vec<(TlvKey, Vec<String>)>,
+    /// Request paths (without query) the load balancer's health checks use: a connection from
+    /// these peers without client information is admitted for these paths only (`require`
+    /// rules only; empty: none).
+    pub health_check_paths: Vec<String>,
+}
+
+impl Rule {
+    /// `path` (the request's `:path`, query included) is one of the health-check paths.
+    pub fn is_health_check_path(&self, path: &[u8]) -> bool {
+        let end = path.iter().position(|b| *b == b'?').unwrap_or(path.len());
+        let path = path.get(..end).unwrap_or_default();
+        self.health_check_paths
+            .iter()
+            .any(|allowed| allowed.as_bytes() == path)
+    }
 }
 
 impl fmt::Display for Rule {
@@ -269,6 +291,13 @@ impl fmt::Display for Rule {
         )?;
         for (key, values) in &self.tlvs {
             write!(f, " {} in [{}]", key.name(), values.join(", "))?;
+        }
+        if !self.health_check_paths.is_empty() {
+            write!(
+                f,
+                " health checks on [{}]",
+                self.health_check_paths.join(", ")
+            )?;
         }
         Ok(())
     }
@@ -301,6 +330,9 @@ pub struct Policy {
     pub tlv_encoding: TlvEncoding,
     /// TLV keys the policy reads at all (rules' allowlists and header mappings).
     pub tlv_keys_used: Vec<TlvKey>,
+    /// Envoy sends PROXY upstream: a PROXY header the rules do not use would reach the
+    /// upstream (Envoy forwards what its listener filter parsed), so it is refused.
+    pub upstream_proxy_protocol: bool,
 }
 
 impl Policy {
@@ -687,6 +719,7 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
             "headers",
             "reject_status",
             "tlv_encoding",
+            "upstream_proxy_protocol",
         ],
     )
     .map_err(|err| match value {
@@ -764,11 +797,20 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
     if let Some(v) = map.get("reject_status") {
         raw.reject_status = Some(unsigned("reject_status", v)?);
     }
+    if let Some(v) = map.get("upstream_proxy_protocol") {
+        raw.upstream_proxy_protocol = v
+            .as_bool()
+            .ok_or_else(|| invalid_type("upstream_proxy_protocol", v, "a boolean"))?;
+    }
     Ok(raw)
 }
 
 fn read_rule(path: &str, value: &Value) -> Result<RawRule, ConfigError> {
-    let rule = object(path, value, &["from", "proxy_protocol", "tlvs"])?;
+    let rule = object(
+        path,
+        value,
+        &["from", "proxy_protocol", "tlvs", "health_check_paths"],
+    )?;
     let missing = |field: &str| ConfigError::new(path, None, format!("missing field `{field}`"));
     let from = strings(
         &join(path, "from"),
@@ -795,10 +837,15 @@ fn read_rule(path: &str, value: &Value) -> Result<RawRule, ConfigError> {
             }
         }
     }
+    let health_check_paths = match rule.get("health_check_paths") {
+        Some(v) => Some(strings(&join(path, "health_check_paths"), v)?),
+        None => None,
+    };
     Ok(RawRule {
         from,
         proxy_protocol,
         tlvs,
+        health_check_paths,
     })
 }
 
@@ -860,10 +907,15 @@ fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
             }
             tlvs.push((key, values));
         }
+        let health_check_paths = match rule.health_check_paths {
+            None => Vec::new(),
+            Some(paths) => health_check_paths(r, rule.proxy_protocol, paths)?,
+        };
         rules.push(Rule {
             from,
             proxy_protocol: rule.proxy_protocol,
             tlvs,
+            health_check_paths,
         });
     }
 
@@ -880,6 +932,14 @@ fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
     }
 
     let headers = compile_headers(raw.headers)?;
+
+    if raw.upstream_proxy_protocol && raw.mode == Mode::Shadow {
+        return Err(ConfigError::new(
+            "upstream_proxy_protocol",
+            None,
+            "cannot be combined with mode \"shadow\": Envoy would forward upstream the PROXY claims shadow mode lets through unverified; roll out with enforce",
+        ));
+    }
 
     let reject_status = match raw.reject_status {
         None => DEFAULT_REJECT_STATUS,
@@ -916,7 +976,54 @@ fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
         reject_status,
         tlv_encoding: raw.tlv_encoding,
         tlv_keys_used,
+        upstream_proxy_protocol: raw.upstream_proxy_protocol,
     })
+}
+
+/// Validates rule `r`'s `health_check_paths`: only on `require` rules, at least one and at
+/// most [`MAX_HEALTH_CHECK_PATHS`] absolute paths without query or fragment, repeats counted
+/// once.
+fn health_check_paths(
+    r: usize,
+    words: ProxyProtocol,
+    paths: Vec<String>,
+) -> Result<Vec<String>, ConfigError> {
+    let path = format!("rules[{r}].health_check_paths");
+    if words != ProxyProtocol::Require {
+        return Err(ConfigError::new(
+            path,
+            None,
+            format!(
+                "only on \"require\" rules (with {} a connection without PROXY information is not refused as missing_proxy, so there is nothing to admit)",
+                quoted(words.name())
+            ),
+        ));
+    }
+    if paths.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            None,
+            "empty list; remove the key or list the paths the load balancer checks",
+        ));
+    }
+    at_most(&path, paths.len(), MAX_HEALTH_CHECK_PATHS)?;
+    for (i, text) in paths.iter().enumerate() {
+        let why = if !text.starts_with('/') {
+            Some("must start with /")
+        } else if text.len() > MAX_HEALTH_CHECK_PATH_LEN {
+            Some("longer than 256 bytes")
+        } else if text.bytes().any(|b| b == b'?' || b == b'#') {
+            Some("the path only: a query (?) or fragment (#) is not compared")
+        } else if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            Some("must be visible ASCII, without spaces (percent-encode other bytes)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ConfigError::new(format!("{path}[{i}]"), Some(text), why));
+        }
+    }
+    Ok(first_occurrences(paths))
 }
 
 /// Refuses a list longer than `limit`, naming its path, its length and the limit.
@@ -1111,6 +1218,26 @@ mod tests {
     }
 
     #[test]
+    fn health_check_paths_are_limited() {
+        let paths: Vec<String> = (0..17).map(|i| format!("\"/h{i}\"")).collect();
+        let json = format!(
+            r#"{{"rules":[{{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":[{}]}}]}}"#,
+            paths.join(",")
+        );
+        let err = Policy::from_json(json.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.contains("rules[0].health_check_paths: 17 entries, more than the limit of 16"),
+            "{err}"
+        );
+        let long = format!("/{}", "a".repeat(256));
+        let json = format!(
+            r#"{{"rules":[{{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":["{long}"]}}]}}"#
+        );
+        let err = Policy::from_json(json.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("longer than 256 bytes"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_field_and_value() {
         let cases: &[(&str, &str)] = &[
             (
@@ -1126,6 +1253,38 @@ mod tests {
                 r#"rules[1].from[0]: "nope": not an IP address or CIDR block"#,
             ),
             (r#"{"modes":"shadow"}"#, "modes: unknown field `modes`"),
+            (
+                r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"use","health_check_paths":["/healthz"]}]}"#,
+                r#"rules[0].health_check_paths: only on "require" rules"#,
+            ),
+            (
+                r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":[]}]}"#,
+                "rules[0].health_check_paths: empty list",
+            ),
+            (
+                r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":["healthz"]}]}"#,
+                r#"rules[0].health_check_paths[0]: "healthz": must start with /"#,
+            ),
+            (
+                r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":["/a","/ready?full=1"]}]}"#,
+                r#"rules[0].health_check_paths[1]: "/ready?full=1": the path only"#,
+            ),
+            (
+                r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":["/a b"]}]}"#,
+                r#"rules[0].health_check_paths[0]: "/a b": must be visible ASCII"#,
+            ),
+            (
+                r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":"/healthz"}]}"#,
+                "rules[0].health_check_paths: invalid type: a string, expected an array of strings",
+            ),
+            (
+                r#"{"mode":"shadow","upstream_proxy_protocol":true}"#,
+                r#"upstream_proxy_protocol: cannot be combined with mode "shadow""#,
+            ),
+            (
+                r#"{"upstream_proxy_protocol":"yes"}"#,
+                "upstream_proxy_protocol: invalid type: a string, expected a boolean",
+            ),
             (r#"{"mode":"audit"}"#, "mode: unknown variant `audit`"),
             (
                 r#"{"xff":{"trusted":["10.0.0.0/8","2001:db8::/200"]}}"#,

@@ -102,15 +102,19 @@ pub enum RejectReason {
     Denied,
     /// The direct peer was not in filter state (Envoy config lacks set_filter_state).
     NoDirectPeer,
+    /// A PROXY header the rule does not use (`ignore`) while Envoy sends PROXY upstream
+    /// (`upstream_proxy_protocol`): the upstream would receive its unverified source.
+    ProxyNotForwardable,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 6] = [
         RejectReason::UntrustedProxy,
         RejectReason::MissingProxy,
         RejectReason::Tlv,
         RejectReason::Denied,
         RejectReason::NoDirectPeer,
+        RejectReason::ProxyNotForwardable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -120,6 +124,7 @@ impl RejectReason {
             RejectReason::Tlv => "tlv",
             RejectReason::Denied => "denied",
             RejectReason::NoDirectPeer => "no_direct_peer",
+            RejectReason::ProxyNotForwardable => "proxy_not_forwardable",
         }
     }
 
@@ -130,6 +135,7 @@ impl RejectReason {
             RejectReason::Tlv => "shadow_tlv",
             RejectReason::Denied => "shadow_denied",
             RejectReason::NoDirectPeer => "shadow_no_direct_peer",
+            RejectReason::ProxyNotForwardable => "shadow_proxy_not_forwardable",
         }
     }
 
@@ -140,6 +146,7 @@ impl RejectReason {
             RejectReason::Tlv => "reject_tlv",
             RejectReason::Denied => "reject_denied",
             RejectReason::NoDirectPeer => "reject_no_direct_peer",
+            RejectReason::ProxyNotForwardable => "reject_proxy_not_forwardable",
         }
     }
 
@@ -155,6 +162,9 @@ pub enum Counter {
     AcceptDirect,
     /// HTTP only: the X-Forwarded-For walk moved the client past C.
     AcceptXff,
+    /// A load balancer's health check (no client information, from a rule's peers, on one of
+    /// its `health_check_paths` in the HTTP role).
+    AcceptHealthCheck,
     Reject(RejectReason),
     Shadow(RejectReason),
     ProxyIgnored,
@@ -168,7 +178,7 @@ pub enum Counter {
 
 impl Counter {
     /// Number of distinct counters: the length of a table indexed by [`Counter::index`].
-    pub const COUNT: usize = 7 + 2 * RejectReason::ALL.len();
+    pub const COUNT: usize = 8 + 2 * RejectReason::ALL.len();
 
     /// Every counter, in index order.
     pub fn all() -> impl Iterator<Item = Counter> {
@@ -176,6 +186,7 @@ impl Counter {
             Counter::AcceptProxy,
             Counter::AcceptDirect,
             Counter::AcceptXff,
+            Counter::AcceptHealthCheck,
         ]
         .into_iter()
         .chain(RejectReason::ALL.map(Counter::Reject))
@@ -208,6 +219,7 @@ impl Counter {
             Counter::AcceptProxy => "accept_proxy",
             Counter::AcceptDirect => "accept_direct",
             Counter::AcceptXff => "accept_xff",
+            Counter::AcceptHealthCheck => "accept_health_check",
             Counter::Reject(reason) => reason.reject_counter_name(),
             Counter::Shadow(reason) => reason.shadow_name(),
             Counter::ProxyIgnored => "proxy_ignored",
@@ -224,12 +236,13 @@ impl Counter {
             Counter::AcceptProxy => 0,
             Counter::AcceptDirect => 1,
             Counter::AcceptXff => 2,
-            Counter::Reject(reason) => 3 + reason.index(),
-            Counter::Shadow(reason) => 3 + reasons + reason.index(),
-            Counter::ProxyIgnored => 3 + 2 * reasons,
-            Counter::HeadersStripped => 4 + 2 * reasons,
-            Counter::XffMalformed => 5 + 2 * reasons,
-            Counter::XffTruncated => 6 + 2 * reasons,
+            Counter::AcceptHealthCheck => 3,
+            Counter::Reject(reason) => 4 + reason.index(),
+            Counter::Shadow(reason) => 4 + reasons + reason.index(),
+            Counter::ProxyIgnored => 4 + 2 * reasons,
+            Counter::HeadersStripped => 5 + 2 * reasons,
+            Counter::XffMalformed => 6 + 2 * reasons,
+            Counter::XffTruncated => 7 + 2 * reasons,
         }
     }
 }
@@ -248,6 +261,9 @@ pub enum Via {
     Proxy,
     /// C = D, the TCP peer.
     Direct,
+    /// C = D: a health check of the load balancer a `require` rule names, which brings no
+    /// client information (see [`check_health_path`] for the HTTP role).
+    HealthCheck,
 }
 
 /// The verdict on a connection's inputs.
@@ -296,6 +312,7 @@ impl ConnectionDecision {
             (None, _) => match self.via {
                 Via::Proxy => Outcome::Proxy,
                 Via::Direct => Outcome::Direct,
+                Via::HealthCheck => Outcome::HealthCheck,
             },
         }
     }
@@ -400,12 +417,27 @@ pub fn decide_connection(
     let words = rule.map_or(ProxyProtocol::Reject, |r| r.proxy_protocol);
 
     let mut use_proxy = false;
+    let mut health_check = false;
     match words {
         ProxyProtocol::Deny => decision.rejection = reject(RejectReason::Denied, None),
+        // Envoy leaves the addresses as they were for a PROXY v2 LOCAL header or a v1 UNKNOWN
+        // line (a load balancer's health check), so filters see them as no header at all.
+        ProxyProtocol::Require
+            if !decision.proxy_present
+                && rule.is_some_and(|r| !r.health_check_paths.is_empty()) =>
+        {
+            health_check = true
+        }
         ProxyProtocol::Require if !decision.proxy_present => {
             decision.rejection = reject(RejectReason::MissingProxy, None)
         }
         ProxyProtocol::Require | ProxyProtocol::Use => use_proxy = decision.proxy_present,
+        ProxyProtocol::Ignore if decision.proxy_present && policy.upstream_proxy_protocol => {
+            decision.rejection = reject(
+                RejectReason::ProxyNotForwardable,
+                Some("an ignore rule's PROXY header would be sent upstream".to_string()),
+            )
+        }
         ProxyProtocol::Ignore => decision.proxy_ignored = decision.proxy_present,
         ProxyProtocol::Reject if decision.proxy_present => {
             decision.rejection = reject(RejectReason::UntrustedProxy, None)
@@ -451,9 +483,40 @@ pub fn decide_connection(
 
     if decision.rejection.is_none() || policy.mode == Mode::Shadow {
         decision.client = Some(direct.ip);
-        decision.via = Via::Direct;
+        decision.via = if health_check {
+            Via::HealthCheck
+        } else {
+            Via::Direct
+        };
     }
     decision
+}
+
+/// HTTP role: a connection admitted as a health check carries only requests for the rule's
+/// `health_check_paths`; any other request is refused as `missing_proxy`, as it would have
+/// been without the field (in shadow mode it goes on with C = D). `path` is the `:path`.
+pub fn check_health_path(
+    policy: &Policy,
+    connection: &mut ConnectionDecision,
+    path: Option<&[u8]>,
+) {
+    if connection.via != Via::HealthCheck || connection.rejection.is_some() {
+        return;
+    }
+    let rule = connection.rule.and_then(|i| policy.rules.get(i));
+    let path = path.unwrap_or_default();
+    if rule.is_some_and(|r| r.is_health_check_path(path)) {
+        return;
+    }
+    let shown = String::from_utf8_lossy(path.get(..path.len().min(64)).unwrap_or_default());
+    connection.rejection = reject(
+        RejectReason::MissingProxy,
+        Some(format!("{} is not a health-check path", quoted(&shown))),
+    );
+    connection.via = Via::Direct;
+    if policy.mode == Mode::Enforce {
+        connection.client = None;
+    }
 }
 
 /// The verdict on a request (HTTP role).

@@ -63,6 +63,7 @@ pub fn encode(decision: &ConnectionDecision, fingerprint: u64) -> String {
         match decision.via {
             Via::Proxy => 'p',
             Via::Direct => 'd',
+            Via::HealthCheck => 'h',
         },
         if decision.proxy_ignored { 'I' } else { '-' },
     ];
@@ -149,6 +150,7 @@ fn parse_fields<'a>(
             match via {
                 b'p' => Via::Proxy,
                 b'd' => Via::Direct,
+                b'h' => Via::HealthCheck,
                 _ => return None,
             },
             match ignored {
@@ -272,6 +274,42 @@ mod tests {
             assert_eq!(back, expected, "{text}");
         }
         assert!(seen_tlv, "no case carried a TLV value");
+    }
+
+    #[test]
+    fn health_checks_and_unforwardable_headers_survive_the_handoff() {
+        let policy = Policy::from_json(
+            br#"{"upstream_proxy_protocol":true,"rules":[
+                {"from":["127.0.0.5"],"proxy_protocol":"require","health_check_paths":["/healthz"]},
+                {"from":["127.0.0.6"],"proxy_protocol":"ignore"}]}"#,
+        )
+        .unwrap();
+        let mut none = |_: TlvKey| None;
+        for (direct, source, via, reason) in [
+            ("127.0.0.5:1", "127.0.0.5:1", Via::HealthCheck, None),
+            (
+                "127.0.0.6:1",
+                "203.0.113.9:5",
+                Via::Direct,
+                Some(RejectReason::ProxyNotForwardable),
+            ),
+        ] {
+            let decision = decide_connection(
+                &policy,
+                Role::Listener,
+                Observed::Present(peer(direct).unwrap()),
+                peer(source),
+                &mut none,
+            );
+            assert_eq!(decision.via, via);
+            assert_eq!(decision.rejection.as_ref().map(|r| r.reason), reason);
+            let text = encode(&decision, 7);
+            let mut expected = decision.clone();
+            if let Some(rejection) = &mut expected.rejection {
+                rejection.detail = None;
+            }
+            assert_eq!(decode(&policy, 7, text.as_bytes()), Ok(expected), "{text}");
+        }
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub const MISCONFIGURED_REASON: &str = "misconfigured";
 
 /// The header of a local reply that rejects a request: its value is the reason.
 pub const REJECT_HEADER: &str = "x-trustip-reject";
+/// The request path, read (only) on a connection admitted as a load balancer's health check.
+pub const PATH_HEADER: &str = ":path";
 
 /// Counter names: `trustip.<role>.<outcome>`. Envoy shows wasm counters as
 /// `wasmcustom.<name>` in `/stats`.

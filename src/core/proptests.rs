@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use crate::core::addr::{push_ip, Peer};
-use crate::core::config::{ForwardedMode, Mode, Policy, XffMode};
+use crate::core::config::{ForwardedMode, Mode, Policy, ProxyProtocol, XffMode};
 use crate::core::decision::{Counter, Observed, RejectReason, Role, Via};
 use crate::core::headers::{forwarded_element, HeaderList};
 use crate::core::inputs::{Inputs, Read};
@@ -72,6 +72,30 @@ const SHADOW_POLICY: &str = r#"{"mode":"shadow","direct_peer":{"if_missing":"tru
   "headers":{"x_forwarded_for":"overwrite","forwarded":"overwrite",
              "set":["x-real-ip","x-envoy-external-address"],
              "tlv":{"aws_vpce_id":"x-amzn-vpce-id","unique_id":"x-unique-id"}}}"#;
+
+/// [`POLICY`]'s rules with the load balancer's health checks admitted on two paths, and Envoy
+/// sending PROXY upstream (an `ignore` rule's PROXY header is then refused).
+const HEALTH_POLICY: &str = r#"{"mode":"enforce","upstream_proxy_protocol":true,"rules":[
+  {"from":["127.0.0.5","::1"],"proxy_protocol":"require","tlvs":{"aws_vpce_id":["vpce-1"]},
+   "health_check_paths":["/healthz/ready","/ping"]},
+  {"from":["10.0.0.0/8"],"proxy_protocol":"use"},
+  {"from":["192.168.0.0/16"],"proxy_protocol":"ignore"}],
+  "xff":{"trusted":["10.0.0.0/8","2001:db8::/32"],"max_entries":8},
+  "headers":{"x_forwarded_for":"append","forwarded":"append","set":["x-real-ip"],
+             "tlv":{"aws_vpce_id":"x-amzn-vpce-id","unique_id":"x-unique-id"}}}"#;
+
+/// Request paths: the health-check ones (with and without a query), near misses, garbage.
+fn request_path() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => Just(b"/healthz/ready".to_vec()),
+        1 => Just(b"/healthz/ready?full=1".to_vec()),
+        1 => Just(b"/ping".to_vec()),
+        2 => Just(b"/".to_vec()),
+        1 => Just(b"/healthz/ready/".to_vec()),
+        1 => Just(b"/healthz".to_vec()),
+        1 => proptest::collection::vec(any::<u8>(), 0..24),
+    ]
+}
 
 fn policy(json: &str) -> Policy {
     match Policy::from_json(json.as_bytes()) {
@@ -313,6 +337,25 @@ fn check_verdict(
             Observed::Present(d) => prop_assert_eq!(c, d.ip),
             _ => prop_assert_eq!(Some(c), connection.source.map(|p| p.ip)),
         },
+        // A health check: no PROXY information, C = D, from a `require` rule that lists
+        // health-check paths; in the HTTP role only for one of them.
+        Via::HealthCheck => {
+            prop_assert!(!connection.proxy_present);
+            prop_assert_eq!(Some(c), connection.direct_peer.peer().map(|d| d.ip));
+            let rule = connection.rule.and_then(|i| policy.rules.get(i));
+            prop_assert!(rule
+                .is_some_and(|r| r.proxy_protocol == ProxyProtocol::Require
+                    && !r.health_check_paths.is_empty()));
+            if role == Role::Http {
+                let path = host.headers.get(":path").unwrap_or_default();
+                prop_assert!(rule.is_some_and(|r| r.is_health_check_path(&path)));
+            }
+        }
+    }
+    // With PROXY sent upstream, an accepted connection that had a PROXY header used it: the
+    // upstream receives nothing trustip did not verify.
+    if policy.upstream_proxy_protocol && connection.proxy_present {
+        prop_assert_eq!(connection.via, Via::Proxy);
     }
     match (&connection.rejection, verdict.outcome) {
         (Some(rejection), Outcome::Shadow(reason)) => {
@@ -321,6 +364,7 @@ fn check_verdict(
         }
         (None, Outcome::Proxy) => prop_assert_eq!(connection.via, Via::Proxy),
         (None, Outcome::Direct) => prop_assert_eq!(connection.via, Via::Direct),
+        (None, Outcome::HealthCheck) => prop_assert_eq!(connection.via, Via::HealthCheck),
         (None, Outcome::Xff) => prop_assert_ne!(r, c),
         (rejection, outcome) => {
             return Err(TestCaseError::fail(format!(
@@ -339,7 +383,10 @@ fn check_verdict(
         .filter(|counter| {
             matches!(
                 counter,
-                Counter::AcceptXff | Counter::AcceptProxy | Counter::AcceptDirect
+                Counter::AcceptXff
+                    | Counter::AcceptProxy
+                    | Counter::AcceptDirect
+                    | Counter::AcceptHealthCheck
             )
         })
         .collect();
@@ -347,6 +394,7 @@ fn check_verdict(
         (true, _) => Counter::AcceptXff,
         (false, Via::Proxy) => Counter::AcceptProxy,
         (false, Via::Direct) => Counter::AcceptDirect,
+        (false, Via::HealthCheck) => Counter::AcceptHealthCheck,
     };
     prop_assert_eq!(accepts, vec![accept]);
 
@@ -403,6 +451,8 @@ struct Seen {
     shadow: bool,
     proxy: bool,
     moved: bool,
+    health_check: bool,
+    not_forwardable: bool,
 }
 
 impl Seen {
@@ -413,6 +463,9 @@ impl Seen {
             shadow: matches!(verdict.outcome, Outcome::Shadow(_)),
             proxy: verdict.connection.via == Via::Proxy && verdict.client.is_some(),
             moved: verdict.client.is_some() && verdict.client != verdict.connection.client,
+            health_check: verdict.connection.via == Via::HealthCheck && verdict.client.is_some(),
+            not_forwardable: verdict.outcome
+                == Outcome::Rejected(RejectReason::ProxyNotForwardable),
         }
     }
 }
@@ -473,6 +526,12 @@ fn any_inputs() -> impl Strategy<Value = AnyInputs> {
                     value
                 }),
             1 => proptest::collection::vec(any::<u8>(), 0..48),
+            // The load balancer of the policies' first rule, its own address as P (no PROXY
+            // header): a health check under HEALTH_POLICY.
+            1 => (1u16..=u16::MAX).prop_map(|port| {
+                let lb = peer_text(IpAddr::from([127, 0, 0, 5]), port);
+                format!("{lb} {lb}").into_bytes()
+            }),
         ],
     );
     let source = proptest::option::weighted(0.9, bytes_or(peer_bytes(), 48));
@@ -502,8 +561,11 @@ fn any_inputs() -> impl Strategy<Value = AnyInputs> {
         header("x-amzn-vpce-id", small()),
         header("x-unique-id", small()),
         header("user-agent", small()),
+        header(":path", request_path().boxed()),
     )
-        .prop_map(|(a, b, c, d, e, f, g)| [a, b, c, d, e, f, g].into_iter().flatten().collect());
+        .prop_map(|(a, b, c, d, e, f, g, h)| {
+            [a, b, c, d, e, f, g, h].into_iter().flatten().collect()
+        });
     (direct_peer, source, vpce, unique_id, headers).prop_map(
         |(direct_peer, source, vpce, unique_id, headers)| AnyInputs {
             direct_peer,
@@ -518,7 +580,7 @@ fn any_inputs() -> impl Strategy<Value = AnyInputs> {
 #[test]
 fn decisions_never_panic() {
     // Anything the host can hand over gives a verdict that keeps the decision's invariants.
-    let policies = [policy(POLICY), policy(SHADOW_POLICY)];
+    let policies = [policy(POLICY), policy(SHADOW_POLICY), policy(HEALTH_POLICY)];
     let cases = 1500;
     let seen = check(cases, any_inputs(), |inputs| {
         let mut seen = Vec::new();
@@ -578,6 +640,18 @@ fn decisions_never_panic() {
         5,
         "of the HTTP role moved past C by XFF",
     );
+    assert_share(
+        http.iter().filter(|s| s.health_check).count(),
+        http.len(),
+        1,
+        "of the HTTP role were health checks",
+    );
+    assert_share(
+        all.iter().filter(|s| s.not_forwardable).count(),
+        total,
+        1,
+        "were PROXY headers not forwardable upstream",
+    );
 }
 
 /// What a realistic case exercised, and where its walk ended.
@@ -591,6 +665,7 @@ struct Realistic {
     vpce: Option<&'static str>,
     hops: Vec<IpAddr>,
     lines: Vec<String>,
+    path: &'static str,
 }
 
 fn realistic() -> impl Strategy<Value = Realistic> {
@@ -610,13 +685,21 @@ fn realistic() -> impl Strategy<Value = Realistic> {
             prop::sample::select(vec!["vpce-1", "vpce-1", "vpce-2"]),
         ),
         xff_lines(),
+        prop::sample::select(vec![
+            "/healthz/ready",
+            "/ping?x=1",
+            "/",
+            "/api/orders",
+            "/healthz",
+        ]),
     )
-        .prop_map(|(d, port, source, vpce, (hops, lines))| Realistic {
+        .prop_map(|(d, port, source, vpce, (hops, lines), path)| Realistic {
             direct: (d, port),
             source,
             vpce,
             hops,
             lines,
+            path,
         })
 }
 
@@ -631,8 +714,13 @@ fn model(policy: &Policy, case: &Realistic) -> Result<Vec<IpAddr>, RejectReason>
         IpAddr::V4(v4) => (u32::from(v4) ^ u32::from_be_bytes(net)) >> (32 - bits) == 0,
         IpAddr::V6(_) => false,
     };
+    // HEALTH_POLICY: health checks on two paths, and PROXY sent upstream.
+    let health = policy.upstream_proxy_protocol;
+    let health_path =
+        ["/healthz/ready", "/ping"].contains(&case.path.split('?').next().unwrap_or(""));
     let c = if d == IpAddr::from([127, 0, 0, 5]) || d.to_string() == "::1" {
         match (proxy, case.vpce) {
+            (false, _) if health && health_path => d,
             (false, _) => return Err(RejectReason::MissingProxy),
             (true, Some("vpce-1")) => p,
             (true, _) => return Err(RejectReason::Tlv),
@@ -640,6 +728,9 @@ fn model(policy: &Policy, case: &Realistic) -> Result<Vec<IpAddr>, RejectReason>
     } else if in_net(d, [10, 0, 0, 0], 8) {
         p
     } else if in_net(d, [192, 168, 0, 0], 16) {
+        if proxy && health {
+            return Err(RejectReason::ProxyNotForwardable);
+        }
         d
     } else if proxy {
         return Err(RejectReason::UntrustedProxy);
@@ -669,39 +760,52 @@ fn model(policy: &Policy, case: &Realistic) -> Result<Vec<IpAddr>, RejectReason>
 fn realistic_inputs_keep_the_chain_consistent() {
     // Well-formed inputs as a load balancer and proxies send them: the verdict is the one the
     // README's rules give, and the chain runs from R over trusted hops to C.
-    let policy = policy(POLICY);
+    let policies = [policy(POLICY), policy(HEALTH_POLICY)];
     let cases = 2000;
     let seen = check(cases, realistic(), |case| {
-        let d = peer_text(case.direct.0, case.direct.1);
-        let p = case
-            .source
-            .map_or(d.clone(), |(ip, port)| peer_text(ip, port));
-        let mut host = Inputs::with_peers(&d, &p);
-        if let Some(id) = case.vpce {
-            host = host.tlv(TlvKey::AwsVpceId, &aws(id));
-        }
-        for line in &case.lines {
-            host.headers.append("x-forwarded-for", line.as_bytes());
-        }
-        let verdict = evaluate(&policy, Role::Http, &mut host);
-        check_verdict(&policy, Role::Http, &verdict, &host)?;
-        match model(&policy, &case) {
-            Err(reason) => prop_assert_eq!(verdict.outcome, Outcome::Rejected(reason)),
-            Ok(chain) => {
-                let request = verdict.request.as_ref().map(|r| &r.chain);
-                prop_assert_eq!(request, Some(&chain));
-                prop_assert_eq!(verdict.client, chain.first().copied());
-                prop_assert_eq!(verdict.connection.client, chain.last().copied());
+        let mut seen = Vec::new();
+        for policy in &policies {
+            let d = peer_text(case.direct.0, case.direct.1);
+            let p = case
+                .source
+                .map_or(d.clone(), |(ip, port)| peer_text(ip, port));
+            let mut host = Inputs::with_peers(&d, &p);
+            if let Some(id) = case.vpce {
+                host = host.tlv(TlvKey::AwsVpceId, &aws(id));
             }
+            for line in &case.lines {
+                host.headers.append("x-forwarded-for", line.as_bytes());
+            }
+            host.headers.append(":path", case.path.as_bytes());
+            let verdict = evaluate(policy, Role::Http, &mut host);
+            check_verdict(policy, Role::Http, &verdict, &host)?;
+            match model(policy, &case) {
+                Err(reason) => prop_assert_eq!(verdict.outcome, Outcome::Rejected(reason)),
+                Ok(chain) => {
+                    let request = verdict.request.as_ref().map(|r| &r.chain);
+                    prop_assert_eq!(request, Some(&chain));
+                    prop_assert_eq!(verdict.client, chain.first().copied());
+                    prop_assert_eq!(verdict.connection.client, chain.last().copied());
+                }
+            }
+            seen.push((Seen::of(&verdict), verdict.request.map(|r| r.walk_end)));
         }
-        Ok((Seen::of(&verdict), verdict.request.map(|r| r.walk_end)))
+        Ok(seen)
     });
+    let seen: Vec<SeenWalk> = seen.into_iter().flatten().collect();
     let total = seen.len();
     let count = |f: &dyn Fn(&SeenWalk) -> bool| seen.iter().filter(|s| f(s)).count();
     assert_share(count(&|s| !s.0.rejected), total, 35, "were accepted");
     assert_share(count(&|s| s.0.rejected), total, 15, "were rejected");
     assert_share(count(&|s| s.0.proxy), total, 20, "used the PROXY source");
     assert_share(count(&|s| s.0.moved), total, 12, "moved past C by XFF");
+    assert_share(count(&|s| s.0.health_check), total, 1, "were health checks");
+    assert_share(
+        count(&|s| s.0.not_forwardable),
+        total,
+        1,
+        "were PROXY headers not forwardable upstream",
+    );
     assert_share(
         count(&|s| s.1 == Some(WalkEnd::Untrusted)),
         total,

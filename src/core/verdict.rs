@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use crate::core::addr::{push_ip, Peer};
 use crate::core::config::{quoted, Policy};
 use crate::core::decision::{
-    decide_connection, decide_request, split_peers, ConnectionDecision, Counter, Observed,
-    RejectReason, Role, Via,
+    check_health_path, decide_connection, decide_request, split_peers, ConnectionDecision, Counter,
+    Observed, RejectReason, Role, Via,
 };
 use crate::core::headers::{HeaderOp, HeaderView};
 use crate::core::names;
@@ -39,6 +39,9 @@ pub enum Outcome {
     Direct,
     /// The X-Forwarded-For walk moved the client past C (HTTP role).
     Xff,
+    /// C = D: the load balancer's own health check (no client information, from the peers of
+    /// a `require` rule with `health_check_paths`).
+    HealthCheck,
     /// Refused: the connection is closed or the request answered locally.
     Rejected(RejectReason),
     /// Would be refused in enforce mode; proceeds (shadow mode).
@@ -52,6 +55,7 @@ impl Outcome {
             Outcome::Proxy => "proxy",
             Outcome::Direct => "direct",
             Outcome::Xff => "xff",
+            Outcome::HealthCheck => "health_check",
             Outcome::Rejected(reason) => reason.name(),
             Outcome::Shadow(reason) => reason.shadow_name(),
         }
@@ -157,8 +161,12 @@ fn carry_on<'p>(
     policy: &'p Policy,
     role: Role,
     host: &mut impl Host,
-    connection: ConnectionDecision,
+    mut connection: ConnectionDecision,
 ) -> Verdict<'p> {
+    if role == Role::Http && connection.via == Via::HealthCheck {
+        let path = host.header(names::PATH_HEADER);
+        check_health_path(policy, &mut connection, path.as_deref());
+    }
     let log = rejection_log(&connection);
     let hint = match (&connection.rejection, connection.direct_peer) {
         (Some(_), Observed::Absent | Observed::Malformed) => {
@@ -238,6 +246,7 @@ fn carry_on<'p>(
         (true, _) => Counter::AcceptXff,
         (false, Via::Proxy) => Counter::AcceptProxy,
         (false, Via::Direct) => Counter::AcceptDirect,
+        (false, Via::HealthCheck) => Counter::AcceptHealthCheck,
     };
     counters.push((accept, 1));
     Verdict {

@@ -295,3 +295,118 @@ fn budget_strip_and_forwarded_share_one_read_and_xff_append_reads_once() {
         vec!["x-forwarded-for".to_string(), "forwarded".to_string()]
     );
 }
+
+const HEALTH: &str = r#"{"upstream_proxy_protocol":true,"rules":[
+    {"from":["127.0.0.5"],"proxy_protocol":"require","health_check_paths":["/healthz/ready","/healthz/ready","/ping"]},
+    {"from":["127.0.0.6"],"proxy_protocol":"ignore"}]}"#;
+
+#[test]
+fn a_health_check_is_admitted_with_c_d_on_its_paths_only() {
+    let policy = policy(HEALTH);
+    // Repeated paths count once.
+    assert_eq!(
+        policy.rules[0].health_check_paths,
+        ["/healthz/ready", "/ping"]
+    );
+    // No PROXY information from the load balancer (a LOCAL header looks the same), on a
+    // health-check path (the query is not compared).
+    for path in [&b"/healthz/ready"[..], b"/healthz/ready?full=1", b"/ping"] {
+        let mut host = Inputs::with_peers(LB, LB).header(":path", path);
+        let verdict = evaluate(&policy, Role::Http, &mut host);
+        assert_eq!(verdict.outcome, Outcome::HealthCheck, "{path:?}");
+        assert_eq!(verdict.reason(), "health_check");
+        assert_eq!(verdict.action, Action::Continue);
+        assert_eq!(verdict.client_text().as_deref(), Some(&b"127.0.0.5"[..]));
+        assert_eq!(verdict.counters, vec![(Counter::AcceptHealthCheck, 1)]);
+    }
+    // Any other request on such a connection is what it was without the field.
+    for path in [&b"/"[..], b"/healthz/ready/", b"/healthz", b"/PING", b""] {
+        let mut host = Inputs::with_peers(LB, LB).header(":path", path);
+        let verdict = evaluate(&policy, Role::Http, &mut host);
+        assert_eq!(
+            verdict.outcome,
+            Outcome::Rejected(RejectReason::MissingProxy),
+            "{path:?}"
+        );
+        assert_eq!(verdict.action, Action::Respond { status: 403 });
+        assert!(verdict
+            .log
+            .as_deref()
+            .unwrap_or_default()
+            .contains("is not a health-check path"));
+    }
+    // A request without a path at all (the host gave none) is refused too.
+    let verdict = evaluate(&policy, Role::Http, &mut Inputs::with_peers(LB, LB));
+    assert_eq!(
+        verdict.outcome,
+        Outcome::Rejected(RejectReason::MissingProxy)
+    );
+    // The per-connection roles admit the connection; the HTTP role checks each request.
+    for role in [Role::Network, Role::Listener] {
+        let mut host = Inputs::with_peers(LB, LB);
+        let verdict = evaluate(&policy, role, &mut host);
+        assert_eq!(verdict.outcome, Outcome::HealthCheck);
+        assert_eq!(verdict.action, Action::Continue);
+        assert!(header_reads(&host).is_empty());
+    }
+    // A PROXY header from the load balancer is used as always.
+    let mut host = Inputs::with_peers(LB, "198.51.100.7:5555").header(":path", b"/");
+    assert_eq!(
+        evaluate(&policy, Role::Http, &mut host).outcome,
+        Outcome::Proxy
+    );
+    assert!(!header_reads(&host).contains(&":path".to_string()));
+    // Nobody outside the rule gets anything from it.
+    let mut host = Inputs::with_peers(ATTACKER, ATTACKER).header(":path", b"/healthz/ready");
+    assert_eq!(
+        evaluate(&policy, Role::Http, &mut host).outcome,
+        Outcome::Direct
+    );
+}
+
+#[test]
+fn shadow_mode_lets_a_non_health_request_through_as_direct() {
+    let policy = policy(
+        r#"{"mode":"shadow","rules":[{"from":["127.0.0.5"],"proxy_protocol":"require","health_check_paths":["/healthz"]}]}"#,
+    );
+    let mut host = Inputs::with_peers(LB, LB).header(":path", b"/orders");
+    let verdict = evaluate(&policy, Role::Http, &mut host);
+    assert_eq!(verdict.outcome, Outcome::Shadow(RejectReason::MissingProxy));
+    assert_eq!(verdict.client_text().as_deref(), Some(&b"127.0.0.5"[..]));
+    assert_eq!(
+        verdict.counters,
+        vec![
+            (Counter::Shadow(RejectReason::MissingProxy), 1),
+            (Counter::AcceptDirect, 1)
+        ]
+    );
+}
+
+#[test]
+fn an_ignored_proxy_header_is_refused_when_envoy_sends_proxy_upstream() {
+    let policy = policy(HEALTH);
+    for role in [Role::Http, Role::Network, Role::Listener] {
+        let mut host = Inputs::with_peers("127.0.0.6:40000", "203.0.113.9:1234");
+        let verdict = evaluate(&policy, role, &mut host);
+        assert_eq!(
+            verdict.outcome,
+            Outcome::Rejected(RejectReason::ProxyNotForwardable)
+        );
+        assert_eq!(
+            verdict.counters,
+            vec![(Counter::Reject(RejectReason::ProxyNotForwardable), 1)]
+        );
+        // Without a PROXY header the ignore rule's peer is its own client.
+        let mut host = Inputs::with_peers("127.0.0.6:40000", "127.0.0.6:40000");
+        assert_eq!(evaluate(&policy, role, &mut host).outcome, Outcome::Direct);
+    }
+    // Without upstream_proxy_protocol the header is dropped as before.
+    let policy = self::policy(r#"{"rules":[{"from":["127.0.0.6"],"proxy_protocol":"ignore"}]}"#);
+    let mut host = Inputs::with_peers("127.0.0.6:40000", "203.0.113.9:1234");
+    let verdict = evaluate(&policy, Role::Network, &mut host);
+    assert_eq!(verdict.outcome, Outcome::Direct);
+    assert_eq!(
+        verdict.counters,
+        vec![(Counter::ProxyIgnored, 1), (Counter::AcceptDirect, 1)]
+    );
+}
