@@ -36,7 +36,8 @@ pub struct ExplainArgs {
     /// The direct peer D: the TCP peer before PROXY processing (e.g. the load balancer).
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub peer: String,
-    /// The source address P from the PROXY header; omit when the connection carried none.
+    /// The source address P from the PROXY header; omit when the connection carried none, or a
+    /// header without client information (v2 LOCAL, v1 UNKNOWN: a load balancer's health check).
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub proxy: Option<String>,
     /// A PROXY v2 TLV carried with --proxy, decoded form (aws_vpce_id=vpce-..., azure_link_id=42,
@@ -47,6 +48,10 @@ pub struct ExplainArgs {
     /// names are joined with ',' as Envoy does.
     #[arg(long = "header", value_name = "'NAME: VALUE'")]
     pub headers: Vec<String>,
+    /// The request path (HTTP role), compared with a rule's health_check_paths on a connection
+    /// that brings no client information.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub path: String,
     /// Which filter role decides.
     #[arg(long, value_enum, default_value = "http")]
     pub role: RoleArg,
@@ -157,6 +162,9 @@ fn explain<'p>(policy: &'p Policy, args: &ExplainArgs) -> Result<Explanation<'p>
         inputs.headers = parse_headers(&args.headers)?;
     }
     let incoming = inputs.headers.clone();
+    if role == Role::Http {
+        inputs.headers.append(names::PATH_HEADER, args.path.as_bytes());
+    }
     let verdict = evaluate(policy, role, &mut inputs);
 
     let mut after = incoming.clone();
@@ -298,7 +306,7 @@ fn print_text(policy: &Policy, e: &Explanation) {
         dash(c.direct_peer.peer().map(|p| p.to_string()))
     );
     let proxy_note = match (c.proxy_present, c.proxy_ignored) {
-        (false, _) => " (no PROXY header)",
+        (false, _) => " (no PROXY header, or one without client information)",
         (true, true) => " (PROXY header ignored by the rule)",
         (true, false) => " (from the PROXY header)",
     };

@@ -81,6 +81,11 @@ POLICIES = {
         "rules": [{"from": ["127.0.0.6/32"], "proxy_protocol": "use"}],
         "headers": {"x_forwarded_for": "remove"},
     },
+    # The load balancer's health checks: no client information (no header, v2 LOCAL, v1
+    # UNKNOWN) admitted as C = D on the listed path only.
+    "health": {
+        "rules": [{"from": ["127.0.0.5/32"], "proxy_protocol": "require", "health_check_paths": ["/healthz/ready"]}],
+    },
 }
 
 
@@ -94,6 +99,9 @@ class Case:
     source_port: int = 4000
     tlvs: dict[str, str] = field(default_factory=dict)  # decoded form, as explain takes them
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # The request path (a query naming the case keeps access-log lines apart); None:
+    # /explain/<name>. proxy "local" / "unknown": a v2 LOCAL header or a v1 UNKNOWN line.
+    path: str | None = None
 
 
 XFF = "x-forwarded-for"
@@ -155,6 +163,12 @@ CASES = [
     Case("preserve-and-forwarded-append", "preserve", "127.0.0.6", "v2", headers=[(XFF, "6.6.6.6"), ("Forwarded", "for=6.6.6.6")]),
     Case("preserve-stranger", "preserve", "127.0.0.66", headers=[(XFF, "6.6.6.6"), ("X-Real-IP", "6.6.6.6")]),
     Case("remove-xff", "remove", "127.0.0.6", "v1", headers=[(XFF, "6.6.6.6")]),
+    Case("health-local-v2", "health", "127.0.0.5", "local", path="/healthz/ready?case=local-v2"),
+    Case("health-unknown-v1", "health", "127.0.0.5", "unknown", path="/healthz/ready?case=unknown-v1"),
+    Case("health-no-header", "health", "127.0.0.5", path="/healthz/ready?case=no-header"),
+    Case("health-local-other-path", "health", "127.0.0.5", "local", path="/orders?case=local-other"),
+    Case("health-proxy-used-as-always", "health", "127.0.0.5", "v2", path="/orders?case=proxy"),
+    Case("health-local-stranger", "health", "127.0.0.66", "local", path="/healthz/ready?case=stranger"),
 ]
 # fmt: on
 
@@ -176,13 +190,20 @@ def proxy_header(case: Case) -> bytes:
         return client.proxy_v1(case.source, destination, case.source_port, 80)
     if case.proxy == "v2":
         return client.proxy_v2(case.source, destination, case.source_port, 80, tlvs=_tlv_bytes(case.tlvs))
+    if case.proxy == "local":
+        return client.proxy_v2(command="LOCAL")
+    if case.proxy == "unknown":
+        return client.proxy_v1_unknown()
     assert not case.tlvs, "TLVs travel in a PROXY v2 header"
     return b""
 
 
 def explain_args(case: Case, policy_path, *, peer: str | None = None) -> list[str]:
     args = ["explain", "--config", str(policy_path), "--peer", peer or case.peer, "--json"]
-    if case.proxy:
+    if case.path:
+        args += ["--path", case.path]
+    # A LOCAL or UNKNOWN header carries no client information: explain is given no --proxy.
+    if case.proxy in ("v1", "v2"):
         host = f"[{case.source}]" if ":" in case.source else case.source
         args += ["--proxy", f"{host}:{case.source_port}"]
     for key, value in case.tlvs.items():
@@ -249,17 +270,25 @@ def test_explain_agrees_with_envoy(case: Case, cli, policy_files, envoys, echo):
     said = http.json()
     assert (said["action"] == "accept") == (http.code == 0), http
     network = cli.run(*explain_args(case, policy_files[case.policy]), "--role", "network", expect=None)
-    assert network.json()["action"] == said["action"], network
+    # The roles agree, except that a health-check connection is admitted by the network role and
+    # only its health-check paths by the HTTP role.
+    if network.json()["reason"] != "health_check":
+        assert network.json()["action"] == said["action"], network
 
     instance, port = envoys[case.policy]
-    path = f"/explain/{case.name}"
+    path = case.path or f"/explain/{case.name}"
     before = instance.stats()
     response = client.request(port, case.headers, source=case.peer, proxy=proxy_header(case), path=path)
 
     network_said = network.json()
-    if said["action"] == "reject":
+    if network_said["action"] == "reject":
         # Both roles are loaded: the network role closes the connection before HTTP.
         assert response.closed, (said, response)
+        assert echo.find(response.test_id) is None
+    elif said["action"] == "reject":
+        # The connection is admitted (a health check) and the HTTP role refuses the request.
+        assert response.status == said["status"], (said, response)
+        assert response.header(names.NAMES["reject_header"]) == said["reason"], response
         assert echo.find(response.test_id) is None
     else:
         assert response.status == 200, (said, response)
@@ -275,11 +304,14 @@ def test_explain_agrees_with_envoy(case: Case, cli, policy_files, envoys, echo):
     # Every case, a closed connection included: the listener's line for the connection. The
     # roles publish into the connection's filter state, the last one wins: the network role's
     # decision for a connection it closed, the HTTP role's once a request was decided.
-    last = network_said if said["action"] == "reject" else said
+    last = network_said if network_said["action"] == "reject" else said
     line = _connection_line(instance, case.peer, response.local_port)
     assert f" reason={last['reason']} " in line, (last, line)
-    assert f" client={last['client_ip'] or '-'} " in line, (last, line)
-    if said["action"] == "reject":
+    # A request the HTTP role refused leaves the connection's client as the network role
+    # published it (a health-check connection, C = D).
+    client_ip = last["client_ip"] or (network_said["client_ip"] if network_said["action"] == "accept" else None)
+    assert f" client={client_ip or '-'} " in line, (last, line)
+    if network_said["action"] == "reject":
         assert network_said["reason"] == said["reason"], (said, network_said)
 
     # The counters Envoy moved are the ones explain lists: the network role's for the
@@ -293,13 +325,13 @@ def test_explain_agrees_with_envoy(case: Case, cli, policy_files, envoys, echo):
         }
     )
     expected = Counter(network_said["counters"])
-    if said["action"] == "accept":
+    if network_said["action"] == "accept":
         expected += Counter(said["counters"])
     assert moved == expected, (said, network_said)
 
     # The log lines Envoy wrote are the ones explain prints (given the connection's real port).
     peer_with_port = f"{case.peer}:{response.local_port}"
-    for role, ran in (("network", True), ("http", said["action"] == "accept")):
+    for role, ran in (("network", True), ("http", network_said["action"] == "accept")):
         run = cli.run(*explain_args(case, policy_files[case.policy], peer=peer_with_port), "--role", role, expect=None)
         log = run.json()["log"]
         if log is None or not ran:
