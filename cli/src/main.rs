@@ -28,7 +28,7 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Print deployment configuration (Envoy bootstrap, Istio resources, docker-compose stack)
     /// built from a policy.
-    Render(render::RenderArgs),
+    Render(Box<render::RenderArgs>),
     /// Print the names trustip shares with Envoy configurations (root ids, filter-state keys,
     /// counter names, default header lists) as JSON.
     Names(names::NamesArgs),

@@ -169,7 +169,12 @@ fn write_file(dir: &Path, name: &str, text: &str) -> Result<(), CliError> {
     })
 }
 
-pub fn write(file: &PolicyFile, args: &RenderArgs) -> Result<(), CliError> {
+/// `health_check_paths`: `--health-check-path`, checked against the policy.
+pub fn write(
+    file: &PolicyFile,
+    args: &RenderArgs,
+    health_check_paths: Vec<String>,
+) -> Result<(), CliError> {
     let out = args.out.clone().ok_or_else(|| {
         CliError::Usage("--target compose writes several files: give --out DIR".to_string())
     })?;
@@ -198,6 +203,9 @@ pub fn write(file: &PolicyFile, args: &RenderArgs) -> Result<(), CliError> {
             .map_err(|_| CliError::Usage("admin".into()))?,
         upstream: ("httpbin".to_string(), 8080),
         strict_proxy: args.strict_proxy,
+        health_check_paths,
+        upstream_proxy: None,
+        tls: None,
     };
     let wiring = envoy::wiring(
         trustip(

@@ -56,7 +56,16 @@ pub struct Listener {
 
 #[derive(Serialize)]
 pub struct FilterChain {
+    /// Which connections the chain takes (by SNI); `None`: all of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_chain_match: Option<FilterChainMatch>,
     pub filters: Vec<Extension>,
+}
+
+#[derive(Serialize)]
+pub struct FilterChainMatch {
+    /// The TLS server names (SNI) the tls_inspector listener filter read.
+    pub server_names: Vec<String>,
 }
 
 /// A filter (or logger): its extension name and typed configuration.
@@ -107,6 +116,22 @@ pub enum TypedConfig {
     #[serde(rename = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router")]
     Router,
     #[serde(
+        rename = "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck"
+    )]
+    HealthCheck(HealthCheck),
+    #[serde(
+        rename = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+    )]
+    TlsInspector,
+    #[serde(
+        rename = "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport"
+    )]
+    UpstreamProxyProtocol(Box<ProxyProtocolUpstreamTransport>),
+    #[serde(
+        rename = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+    )]
+    RawBuffer,
+    #[serde(
         rename = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
     )]
     StdoutAccessLog(StdoutAccessLog),
@@ -122,6 +147,10 @@ pub const HTTP_DYNAMIC_MODULE: &str = "envoy.filters.http.dynamic_modules";
 pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 pub const ROUTER: &str = "envoy.filters.http.router";
+pub const HEALTH_CHECK: &str = "envoy.filters.http.health_check";
+pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+pub const UPSTREAM_PROXY_PROTOCOL: &str = "envoy.transport_sockets.upstream_proxy_protocol";
+pub const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
 pub const STDOUT_LOGGER: &str = "envoy.access_loggers.stdout";
 
 #[derive(Serialize)]
@@ -131,6 +160,62 @@ pub struct ProxyProtocol {
     pub allow_requests_without_proxy_protocol: Option<bool>,
     pub tlv_location: &'static str,
     pub rules: Vec<TlvRule>,
+    /// The TLVs kept in the `envoy.network.proxy_protocol.options` filter state, which an
+    /// upstream proxy_protocol transport socket forwards (none when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass_through_tlvs: Option<PassThroughTlvs>,
+}
+
+/// `config.core.v3.ProxyProtocolPassThroughTLVs`, always with an explicit list.
+#[derive(Serialize)]
+pub struct PassThroughTlvs {
+    pub match_type: &'static str,
+    pub tlv_type: Vec<u8>,
+}
+
+impl PassThroughTlvs {
+    pub fn include(tlv_type: Vec<u8>) -> PassThroughTlvs {
+        PassThroughTlvs {
+            match_type: "INCLUDE",
+            tlv_type,
+        }
+    }
+}
+
+/// The upstream transport socket that writes a PROXY header before the bytes of each upstream
+/// connection, from the downstream connection's addresses (or the PROXY header the listener
+/// parsed: the `envoy.network.proxy_protocol.options` filter state).
+#[derive(Serialize)]
+pub struct ProxyProtocolUpstreamTransport {
+    pub config: ProxyProtocolConfig,
+    pub transport_socket: Extension,
+}
+
+#[derive(Serialize)]
+pub struct ProxyProtocolConfig {
+    /// `V1` or `V2`.
+    pub version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass_through_tlvs: Option<PassThroughTlvs>,
+}
+
+/// Envoy's health_check HTTP filter: answers the matching requests itself.
+#[derive(Serialize)]
+pub struct HealthCheck {
+    /// false: Envoy answers (200, or 503 while draining or failed), the upstream is not asked.
+    pub pass_through_mode: bool,
+    pub headers: Vec<HeaderMatcher>,
+}
+
+#[derive(Serialize)]
+pub struct HeaderMatcher {
+    pub name: &'static str,
+    pub string_match: StringMatcher,
+}
+
+#[derive(Serialize)]
+pub struct StringMatcher {
+    pub exact: String,
 }
 
 #[derive(Serialize)]
@@ -314,6 +399,9 @@ pub struct Cluster {
     #[serde(rename = "type")]
     pub discovery: &'static str,
     pub connect_timeout: &'static str,
+    /// A PROXY header towards the upstream; `None`: plain TCP (raw_buffer, Envoy's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport_socket: Option<Extension>,
     pub load_assignment: LoadAssignment,
 }
 

@@ -252,6 +252,7 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
                             typed_config: TypedConfig::ProxyProtocol(proxy_protocol(
                                 &file.policy,
                                 None,
+                                &[],
                             )),
                         },
                     },

@@ -6,6 +6,7 @@ mod envoy;
 mod envoy_api;
 mod istio;
 mod model;
+mod options;
 mod samples;
 mod yaml;
 
@@ -15,6 +16,7 @@ use crate::error::CliError;
 use crate::hostport::{parse_host_port, parse_socket_addr};
 use crate::policy_file::PolicyFile;
 use crate::render::model::{Build, Trustip};
+use crate::render::options::{gateway_options, GatewayOptions, UpstreamProxyArg};
 
 /// Which build of trustip Envoy runs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -87,7 +89,34 @@ pub struct RenderArgs {
     /// haproxy.cfg, policy.json).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// envoy, compose (repeatable): Envoy answers this path itself for the load balancer's
+    /// health check (the health_check filter, after trustip's HTTP filter): 200 while Envoy is
+    /// live, 503 while it drains. The policy's require rule must list the path in
+    /// "health_check_paths" (a health check brings no client information: PROXY LOCAL, v1
+    /// UNKNOWN or no header); render refuses otherwise and does not change the policy.
+    #[arg(long = "health-check-path", value_name = "PATH")]
+    pub health_check_paths: Vec<String>,
+    /// envoy: every cluster sends a PROXY header of this version to its upstream, carrying the
+    /// client trustip decided. The policy must say "upstream_proxy_protocol": true (render
+    /// refuses otherwise, and refuses the field without this option).
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub upstream_proxy: Option<UpstreamProxyArg>,
+    /// envoy, with --upstream-proxy v2: TLVs from the load balancer's PROXY header passed on to
+    /// the upstream (comma-separated keys: aws_vpce_id, azure_link_id, gcp_psc_connection_id,
+    /// authority, unique_id): the listener's pass_through_tlvs and the socket's.
+    #[arg(long, value_name = "KEY,...", value_delimiter = ',')]
+    pub upstream_tlvs: Vec<String>,
+    /// envoy (repeatable): a second listener passes TLS through, routed by SNI (tls_inspector
+    /// after proxy_protocol and trustip's connection decision) to HOST:PORT with tcp_proxy.
+    #[arg(long = "tls-passthrough", value_name = "SNI=HOST:PORT")]
+    pub tls_passthrough: Vec<String>,
+    /// envoy: the TLS passthrough listener's address [default: 0.0.0.0:10443].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub tls_listen: Option<String>,
 }
+
+/// The TLS passthrough listener's address when --tls-listen is not given.
+pub const DEFAULT_TLS_LISTEN: &str = "0.0.0.0:10443";
 
 /// The module trustip ships: `scripts/build-wasm` writes it (cargo release build, wasm-opt -Oz).
 pub const DEFAULT_WASM: &str = "target/trustip.wasm";
@@ -124,6 +153,27 @@ fn check_build(args: &RenderArgs, target: Target) -> Result<(), CliError> {
     }
 }
 
+fn envoy_options(args: &RenderArgs, gateway: GatewayOptions) -> Result<envoy::Options, CliError> {
+    let tls = if gateway.tls_routes.is_empty() {
+        None
+    } else {
+        let listen = args.tls_listen.as_deref().unwrap_or(DEFAULT_TLS_LISTEN);
+        Some(envoy::TlsPassthrough {
+            listen: parse_socket_addr("--tls-listen", listen)?,
+            routes: gateway.tls_routes,
+        })
+    };
+    Ok(envoy::Options {
+        listen: parse_socket_addr("--listen", &args.listen)?,
+        admin: parse_socket_addr("--admin", &args.admin)?,
+        upstream: parse_host_port("--upstream", &args.upstream)?.into_parts(),
+        strict_proxy: args.strict_proxy,
+        health_check_paths: gateway.health_check_paths,
+        upstream_proxy: gateway.upstream_proxy,
+        tls,
+    })
+}
+
 pub fn run(args: &RenderArgs) -> Result<u8, CliError> {
     if let Some(name) = &args.sample {
         print!("{}", samples::render(name)?);
@@ -141,6 +191,10 @@ pub fn run(args: &RenderArgs) -> Result<u8, CliError> {
         ));
     }
     check_build(args, target)?;
+    let gateway = gateway_options(args, target, &file.json)?;
+    for note in &gateway.notes {
+        eprintln!("{note}");
+    }
     match target {
         Target::Envoy => {
             let build = match args.build {
@@ -161,17 +215,12 @@ pub fn run(args: &RenderArgs) -> Result<u8, CliError> {
                         .to_string(),
                 },
             };
-            let options = envoy::Options {
-                listen: parse_socket_addr("--listen", &args.listen)?,
-                admin: parse_socket_addr("--admin", &args.admin)?,
-                upstream: parse_host_port("--upstream", &args.upstream)?.into_parts(),
-                strict_proxy: args.strict_proxy,
-            };
+            let options = envoy_options(args, gateway)?;
             let wiring = envoy::wiring(trustip(&file, build), &options);
             print!("{}", envoy::bootstrap(&wiring, options.strict_proxy)?);
         }
         Target::Istio => print!("{}", istio::resources(&file, args)?),
-        Target::Compose => compose::write(&file, args)?,
+        Target::Compose => compose::write(&file, args, gateway.health_check_paths)?,
     }
     Ok(0)
 }

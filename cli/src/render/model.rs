@@ -11,7 +11,7 @@
 
 use trustip::core::config::Policy;
 use trustip::core::names;
-use trustip::core::tlv::TlvEncoding;
+use trustip::core::tlv::{TlvEncoding, TlvKey};
 
 use crate::render::envoy_api::{self as api, Address, Extension, TypedConfig};
 
@@ -255,7 +255,12 @@ impl Trustip {
 /// The proxy_protocol listener filter's configuration: TLVs in filter state, only those the
 /// policy reads, with the value encoding the policy expects (base64 keeps binary ids intact).
 /// `allow_without_proxy`: `None` leaves the setting to whoever owns the listener (Istio).
-pub fn proxy_protocol(policy: &Policy, allow_without_proxy: Option<bool>) -> api::ProxyProtocol {
+/// `pass_through`: the TLVs kept for an upstream PROXY v2 header (`--upstream-tlvs`).
+pub fn proxy_protocol(
+    policy: &Policy,
+    allow_without_proxy: Option<bool>,
+    pass_through: &[TlvKey],
+) -> api::ProxyProtocol {
     let encoding = match policy.tlv_encoding {
         TlvEncoding::Raw => None,
         TlvEncoding::Base64 => Some("BASE64"),
@@ -274,6 +279,18 @@ pub fn proxy_protocol(policy: &Policy, allow_without_proxy: Option<bool>) -> api
                 },
             })
             .collect(),
+        pass_through_tlvs: pass_through_tlvs(pass_through),
+    }
+}
+
+/// Envoy's list of TLV types to pass through; `None` when there are none (Envoy then passes none).
+fn pass_through_tlvs(keys: &[TlvKey]) -> Option<api::PassThroughTlvs> {
+    if keys.is_empty() {
+        None
+    } else {
+        Some(api::PassThroughTlvs::include(
+            keys.iter().map(|key| key.tlv_type()).collect(),
+        ))
     }
 }
 
@@ -349,12 +366,77 @@ pub enum App {
         http_role: bool,
         cluster: String,
         request_log: Option<LogLine>,
+        /// Paths Envoy's health_check filter answers itself (after trustip's HTTP role, which
+        /// admits them on a load balancer's connection without client information when the
+        /// policy's rule lists them in `health_check_paths`).
+        health_check_paths: Vec<String>,
     },
     /// Plain TCP: tcp_proxy to `cluster`. There are no headers to write.
     Tcp {
         stat_prefix: String,
         cluster: String,
     },
+    /// TLS passed through untouched: tls_inspector reads the SNI (after proxy_protocol and the
+    /// connection's decision) and one filter chain per route hands the bytes to its cluster.
+    /// A server name no route lists matches no filter chain: Envoy closes the connection.
+    TlsPassthrough {
+        stat_prefix: String,
+        routes: Vec<SniRoute>,
+    },
+}
+
+/// One SNI route of a TLS passthrough listener.
+#[derive(Clone, Debug)]
+pub struct SniRoute {
+    /// `api.example.com` or `*.example.com`.
+    pub server_name: String,
+    pub cluster: String,
+}
+
+/// Which PROXY version Envoy writes towards the upstream.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+impl ProxyVersion {
+    pub fn envoy_name(self) -> &'static str {
+        match self {
+            ProxyVersion::V1 => "V1",
+            ProxyVersion::V2 => "V2",
+        }
+    }
+}
+
+/// Envoy sends a PROXY header to every upstream: the client trustip decided, from the PROXY
+/// header the listener parsed when one was used (Envoy's `envoy.network.proxy_protocol.options`
+/// filter state), else the downstream peer; with v2, the listed TLVs the load balancer sent.
+#[derive(Clone, Debug)]
+pub struct UpstreamProxy {
+    pub version: ProxyVersion,
+    /// Only with v2: kept by the listener's proxy_protocol filter and forwarded by the socket.
+    pub tlvs: Vec<TlvKey>,
+}
+
+impl UpstreamProxy {
+    fn transport_socket(&self) -> Extension {
+        Extension {
+            name: api::UPSTREAM_PROXY_PROTOCOL,
+            typed_config: TypedConfig::UpstreamProxyProtocol(Box::new(
+                api::ProxyProtocolUpstreamTransport {
+                    config: api::ProxyProtocolConfig {
+                        version: self.version.envoy_name(),
+                        pass_through_tlvs: pass_through_tlvs(&self.tlvs),
+                    },
+                    transport_socket: Extension {
+                        name: api::RAW_BUFFER,
+                        typed_config: TypedConfig::RawBuffer,
+                    },
+                },
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -395,6 +477,9 @@ pub struct Wiring {
     pub admin: HostPort,
     pub listeners: Vec<ListenerPlan>,
     pub clusters: Vec<ClusterPlan>,
+    /// Every cluster sends a PROXY header upstream (the policy then says
+    /// `upstream_proxy_protocol: true`).
+    pub upstream_proxy: Option<UpstreamProxy>,
 }
 
 impl Wiring {
@@ -405,7 +490,11 @@ impl Wiring {
             },
             static_resources: api::StaticResources {
                 listeners: self.listeners.iter().map(|l| self.listener(l)).collect(),
-                clusters: self.clusters.iter().map(cluster).collect(),
+                clusters: self
+                    .clusters
+                    .iter()
+                    .map(|c| cluster(c, self.upstream_proxy.as_ref()))
+                    .collect(),
             },
         }
     }
@@ -413,45 +502,73 @@ impl Wiring {
     fn listener(&self, plan: &ListenerPlan) -> api::Listener {
         let trustip = &self.trustip;
         let build = &trustip.build;
+        let pass_through = self
+            .upstream_proxy
+            .as_ref()
+            .map(|u| u.tlvs.as_slice())
+            .unwrap_or_default();
         let mut listener_filters = vec![Extension {
             name: api::PROXY_PROTOCOL,
             typed_config: TypedConfig::ProxyProtocol(proxy_protocol(
                 &trustip.policy,
                 Some(!plan.strict_proxy),
+                pass_through,
             )),
         }];
-        let mut filters = Vec::new();
-        match build {
-            // The wasm filters cannot see D once proxy_protocol ran: set_filter_state keeps it.
-            Build::Wasm { .. } => {
+        // The native filters read D and P themselves, at the listener.
+        if build.is_native() && plan.connection_role {
+            listener_filters.extend(build.listener_filter(&trustip.policy_json));
+        }
+        // The filters every chain starts with: the wasm filters cannot see D once
+        // proxy_protocol ran, so set_filter_state keeps it.
+        let head = || {
+            let mut filters = Vec::new();
+            if !build.is_native() {
                 filters.push(set_filter_state(&trustip.policy));
                 if plan.connection_role {
                     filters.push(trustip.filter(Role::Network));
                 }
             }
-            // The native filters read D and P themselves.
-            Build::Native { .. } => {
-                if plan.connection_role {
-                    listener_filters.extend(build.listener_filter(&trustip.policy_json));
-                }
-            }
-        }
-        filters.push(match &plan.app {
+            filters
+        };
+        let one_chain = |last: Extension| {
+            let mut filters = head();
+            filters.push(last);
+            vec![api::FilterChain {
+                filter_chain_match: None,
+                filters,
+            }]
+        };
+        let filter_chains = match &plan.app {
             App::Http {
                 stat_prefix,
                 http_role,
                 cluster,
                 request_log,
+                health_check_paths,
             } => {
                 let mut http_filters = Vec::new();
                 if *http_role {
                     http_filters.push(trustip.filter(Role::Http));
                 }
+                // After trustip: a health check is answered only once trustip admitted it.
+                http_filters.extend(health_check_paths.iter().map(|path| Extension {
+                    name: api::HEALTH_CHECK,
+                    typed_config: TypedConfig::HealthCheck(api::HealthCheck {
+                        pass_through_mode: false,
+                        headers: vec![api::HeaderMatcher {
+                            name: ":path",
+                            string_match: api::StringMatcher {
+                                exact: path.clone(),
+                            },
+                        }],
+                    }),
+                }));
                 http_filters.push(Extension {
                     name: api::ROUTER,
                     typed_config: TypedConfig::Router,
                 });
-                Extension {
+                one_chain(Extension {
                     name: api::HTTP_CONNECTION_MANAGER,
                     typed_config: TypedConfig::HttpConnectionManager(Box::new(
                         api::HttpConnectionManager {
@@ -485,19 +602,37 @@ impl Wiring {
                                 .collect(),
                         },
                     )),
-                }
+                })
             }
             App::Tcp {
                 stat_prefix,
                 cluster,
-            } => Extension {
-                name: api::TCP_PROXY,
-                typed_config: TypedConfig::TcpProxy(api::TcpProxy {
-                    stat_prefix: stat_prefix.clone(),
-                    cluster: cluster.clone(),
-                }),
-            },
-        });
+            } => one_chain(tcp_proxy(stat_prefix, cluster)),
+            App::TlsPassthrough {
+                stat_prefix,
+                routes,
+            } => {
+                // After proxy_protocol and trustip's listener filter: a refused connection is
+                // closed before its ClientHello is read.
+                listener_filters.push(Extension {
+                    name: api::TLS_INSPECTOR,
+                    typed_config: TypedConfig::TlsInspector,
+                });
+                routes
+                    .iter()
+                    .map(|route| {
+                        let mut filters = head();
+                        filters.push(tcp_proxy(stat_prefix, &route.cluster));
+                        api::FilterChain {
+                            filter_chain_match: Some(api::FilterChainMatch {
+                                server_names: vec![route.server_name.clone()],
+                            }),
+                            filters,
+                        }
+                    })
+                    .collect()
+            }
+        };
         api::Listener {
             name: plan.name.clone(),
             address: plan.address.address(),
@@ -507,12 +642,22 @@ impl Wiring {
                 .map(|l| l.logger(build, LogScope::Connection))
                 .collect(),
             listener_filters,
-            filter_chains: vec![api::FilterChain { filters }],
+            filter_chains,
         }
     }
 }
 
-fn cluster(plan: &ClusterPlan) -> api::Cluster {
+fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Extension {
+    Extension {
+        name: api::TCP_PROXY,
+        typed_config: TypedConfig::TcpProxy(api::TcpProxy {
+            stat_prefix: stat_prefix.to_string(),
+            cluster: cluster.to_string(),
+        }),
+    }
+}
+
+fn cluster(plan: &ClusterPlan, upstream_proxy: Option<&UpstreamProxy>) -> api::Cluster {
     api::Cluster {
         name: plan.name.clone(),
         discovery: match plan.discovery {
@@ -520,6 +665,7 @@ fn cluster(plan: &ClusterPlan) -> api::Cluster {
             Discovery::StrictDns => "STRICT_DNS",
         },
         connect_timeout: "2s",
+        transport_socket: upstream_proxy.map(UpstreamProxy::transport_socket),
         load_assignment: api::LoadAssignment {
             cluster_name: plan.name.clone(),
             endpoints: vec![api::LocalityEndpoints {

@@ -81,6 +81,11 @@ fn one_listener(
 ) -> Result<Wiring, CliError> {
     let cluster = match &app {
         App::Http { cluster, .. } | App::Tcp { cluster, .. } => cluster.clone(),
+        App::TlsPassthrough { .. } => {
+            return Err(CliError::Usage(
+                "a sample's one listener is HTTP or TCP".to_string(),
+            ))
+        }
     };
     Ok(Wiring {
         trustip: trustip(build, policy_json)?,
@@ -98,6 +103,7 @@ fn one_listener(
             discovery: Discovery::Static,
             endpoint: HostPort::new("127.0.0.1", 8080),
         }],
+        upstream_proxy: None,
     })
 }
 
@@ -107,6 +113,7 @@ fn http_app(http_role: bool) -> App {
         http_role,
         cluster: "app".to_string(),
         request_log: Some(request_line()),
+        health_check_paths: Vec::new(),
     }
 }
 
@@ -218,6 +225,7 @@ fn demo() -> Result<Wiring, CliError> {
                         .reason()
                         .text("\n"),
                 ),
+                health_check_paths: Vec::new(),
             },
             connection_log: Some(
                 LogLine::default()
@@ -241,6 +249,7 @@ fn demo() -> Result<Wiring, CliError> {
             discovery: Discovery::Static,
             endpoint: HostPort::new("127.0.0.1", 18438),
         }],
+        upstream_proxy: None,
     })
 }
 
