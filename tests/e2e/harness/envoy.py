@@ -111,6 +111,27 @@ class Listener:
     # build, or under the suite's `start_envoy` the module's build (conftest's `build` fixture).
     build: str | None = None
     listener_role: bool = False  # native only: trustip-listener after proxy_protocol
+    # Outbound PROXY (docs/outbound-proxy.md): "v1" or "v2" gives the listener its own cluster,
+    # `upstream-<name>`, whose transport socket is envoy.transport_sockets.upstream_proxy_protocol
+    # wrapping raw_buffer (TLS passthrough too: Envoy forwards the TLS bytes as they are).
+    upstream_proxy: str | None = None
+    # That cluster's port on 127.0.0.1 (a PROXY-reading backend); None: the suite's echo server.
+    # Setting it alone also gives the listener its own cluster, without the PROXY socket.
+    upstream_port: int | None = None
+    # TLV types the proxy_protocol listener filter keeps for the upstream PROXY header
+    # (`pass_through_tlvs`, INCLUDE), and those the upstream socket then writes (v2 only).
+    # None: the field is left out (Envoy then keeps and writes no TLV).
+    proxy_pass_through_tlvs: list[int] | None = None
+    upstream_pass_through_tlvs: list[int] | None = None
+    # TLS passthrough: tls_inspector after proxy_protocol (and after trustip-listener), one filter
+    # chain matched on these SNI names ending in tcp_proxy; no other chain, so a ClientHello
+    # naming anything else finds no filter chain and is closed by Envoy.
+    tls_server_names: list[str] | None = None
+
+    @property
+    def cluster(self) -> str:
+        """The cluster the listener routes to: its own when it needs one, else the shared one."""
+        return f"upstream-{self.name}" if self.upstream_proxy or self.upstream_port else "upstream"
 
 
 def _plugin_json(plugin: dict | str) -> str:
@@ -181,6 +202,8 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path, native: Path
             pp["rules"] = [
                 {"tlv_type": kind, "on_tlv_present": {"key": key, **encoding}} for kind, key in spec.tlv_rules.items()
             ]
+        if spec.proxy_pass_through_tlvs is not None:
+            pp["pass_through_tlvs"] = {"match_type": "INCLUDE", "tlv_type": list(spec.proxy_pass_through_tlvs)}
         listener_filters.append({"name": "envoy.filters.listener.proxy_protocol", "typed_config": pp})
     if spec.listener_role:
         assert native_build, "the listener role exists in the native build only"
@@ -188,6 +211,17 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path, native: Path
             {
                 "name": names.NAMES["listener_filter_name"],
                 "typed_config": native_filter("listener", names.NAMES["listener_filter_name"], spec.plugin, native),
+            }
+        )
+    if spec.tls_server_names:
+        # After trustip's listener filter: a refused connection is closed before Envoy waits
+        # for its ClientHello.
+        listener_filters.append(
+            {
+                "name": "envoy.filters.listener.tls_inspector",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+                },
             }
         )
 
@@ -236,11 +270,11 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path, native: Path
                 },
             }
         )
-    if spec.tcp_proxy:
+    if spec.tcp_proxy or spec.tls_server_names:
         tcp = {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
             "stat_prefix": f"tcp_{spec.name}",
-            "cluster": "upstream",
+            "cluster": spec.cluster,
         }
         if spec.access_log:
             tcp["access_log"] = [_file_log(spec.access_log, connection_format)]
@@ -289,7 +323,7 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path, native: Path
                     {
                         "name": "all",
                         "domains": ["*"],
-                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": spec.cluster}}],
                     }
                 ]
             },
@@ -306,11 +340,14 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path, native: Path
     address = {"address": "127.0.0.1", "port_value": spec.port}
     if spec.dual_stack:
         address = {"address": "::ffff:127.0.0.1", "port_value": spec.port, "ipv4_compat": True}
+    chain: dict = {"filters": network_filters}
+    if spec.tls_server_names:
+        chain = {"filter_chain_match": {"server_names": list(spec.tls_server_names)}, **chain}
     listener = {
         "name": spec.name,
         "address": {"socket_address": address},
         "listener_filters": listener_filters,
-        "filter_chains": [{"filters": network_filters}],
+        "filter_chains": [chain],
     }
     if spec.ipv6 and not spec.dual_stack:
         listener["additional_addresses"] = [
@@ -321,34 +358,61 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path, native: Path
     return listener
 
 
+def _cluster(name: str, port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def upstream_proxy_socket(version: str, pass_through_tlvs: list[int] | None = None) -> dict:
+    """envoy.transport_sockets.upstream_proxy_protocol wrapping raw_buffer. The header's
+    addresses come from the connection's filter-state record envoy.network.proxy_protocol.options
+    (written by the proxy_protocol listener filter from a parsed header, else by the HCM or
+    tcp_proxy from the connection's addresses); see docs/outbound-proxy.md."""
+    assert version in ("v1", "v2"), version
+    config: dict = {"version": version.upper()}
+    if pass_through_tlvs is not None:
+        config["pass_through_tlvs"] = {"match_type": "INCLUDE", "tlv_type": list(pass_through_tlvs)}
+    return {
+        "name": "envoy.transport_sockets.upstream_proxy_protocol",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport",
+            "config": config,
+            "transport_socket": {
+                "name": "envoy.transport_sockets.raw_buffer",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"},
+            },
+        },
+    }
+
+
+def listener_cluster(spec: Listener, upstream_port: int) -> dict:
+    """The listener's own cluster (`spec.cluster`), to its backend, with the PROXY socket."""
+    cluster = _cluster(spec.cluster, spec.upstream_port or upstream_port)
+    if spec.upstream_proxy:
+        cluster["transport_socket"] = upstream_proxy_socket(spec.upstream_proxy, spec.upstream_pass_through_tlvs)
+    return cluster
+
+
 def bootstrap(listeners: list[Listener], *, admin_port: int, upstream_port: int, wasm: Path = WASM) -> dict:
+    own = [listener_cluster(spec, upstream_port) for spec in listeners if spec.cluster != "upstream"]
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [listener_config(spec, upstream_port, wasm) for spec in listeners],
-            "clusters": [
-                {
-                    "name": "upstream",
-                    "type": "STATIC",
-                    "connect_timeout": "2s",
-                    "load_assignment": {
-                        "cluster_name": "upstream",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {"address": "127.0.0.1", "port_value": upstream_port}
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
+            "clusters": [_cluster("upstream", upstream_port), *own],
         },
     }
 
