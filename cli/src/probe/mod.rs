@@ -10,6 +10,7 @@
 //! - [`report`]: the text report and the `--json` object.
 
 mod classify;
+mod health;
 mod http;
 mod report;
 mod wire;
@@ -50,10 +51,27 @@ Exit status:
   4  unreachable
   2  usage error
 
+With --health-check PATH (the load balancer's health check; at most 3 connections):
+  connect           a TCP connect alone, nothing sent (a TCP health check)
+  proxy-v2-local    GET PATH behind a PROXY v2 LOCAL header (--proxy-version 1: PROXY UNKNOWN)
+  plain             GET PATH without a PROXY header
+and one cause, with its fix:
+  unreachable          nothing accepts a TCP connection (wrong address or port, a firewall)  exit 4
+  no_http_answer       accepted, but no HTTP answer (wrong port: TLS, another protocol)      exit 4
+  proxy_not_expected   PROXY answered 400 or closed while the plain GET is answered: no
+                       proxy_protocol listener filter                                         exit 3
+  proxy_local_refused  trustip refuses it (403 x-trustip-reject: missing_proxy, or closed
+                       by its network role / listener filter): the load balancer's require
+                       rule lacks \"health_check_paths\": [PATH]                                exit 3
+  healthy              2xx                                                                    exit 0
+  unhealthy_status     another status: 503 (Envoy draining, no healthy upstream), 404, ...    exit 3
+trustip decides by the connecting address: --bind an address of the load balancer's rule.
+
 Examples:
   trustip probe 127.0.0.1:10000
   trustip probe gateway.example.com:80 --path /headers --host www.example.com --json
-  trustip probe 127.0.0.1:10000 --bind 127.0.0.66     # from another loopback address";
+  trustip probe 127.0.0.1:10000 --bind 127.0.0.66     # from another loopback address
+  trustip probe 10.0.1.20:80 --health-check /healthz/ready --bind 10.0.0.5";
 
 /// Diagnose a live listener from outside: does it expect PROXY headers, and can a client claim
 /// another address through PROXY or a forged X-Forwarded-For? Sends only to HOST:PORT.
@@ -78,9 +96,20 @@ pub struct ProbeArgs {
     /// given network, or as 127.0.0.66 on loopback) [default: the system's choice].
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
-    /// Print one JSON object (listener, proxy_spoofable, xff_spoofable, probes, advice).
+    /// Print one JSON object (listener, proxy_spoofable, xff_spoofable, probes, advice; with
+    /// --health-check: cause, status, fix, probes, advice).
     #[arg(long)]
     pub json: bool,
+    /// Diagnose the load balancer's health check of PATH instead: a TCP connect alone, then
+    /// `GET PATH` behind a PROXY v2 LOCAL header (what load balancers send on health checks),
+    /// then the same GET without PROXY; prints the cause and its fix. Probe from an address of
+    /// the load balancer's rule (--bind) to see what its health check sees.
+    #[arg(long, value_name = "PATH", conflicts_with = "path")]
+    pub health_check: Option<String>,
+    /// With --health-check: the health check's PROXY header, 2 (v2 LOCAL, the default) or 1
+    /// (v1 `PROXY UNKNOWN`).
+    #[arg(long, value_name = "1|2")]
+    pub proxy_version: Option<u8>,
 }
 
 fn usage(text: String) -> CliError {
@@ -92,15 +121,17 @@ fn usage(text: String) -> CliError {
 fn settings(args: &ProbeArgs) -> Result<Result<Settings, String>, CliError> {
     let target = hostport::parse(&args.target).map_err(|err| usage(err.to_string()))?;
     let host = target.host();
-    if !args.path.starts_with('/')
-        || args
-            .path
+    let (option, path) = match &args.health_check {
+        Some(path) => ("--health-check", path),
+        None => ("--path", &args.path),
+    };
+    if !path.starts_with('/')
+        || path
             .bytes()
             .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
     {
         return Err(usage(format!(
-            "--path {:?}: expected an absolute path without spaces (/headers)",
-            args.path
+            "{option} {path:?}: expected an absolute path without spaces (/headers)"
         )));
     }
     let host_header = match &args.host {
@@ -143,15 +174,45 @@ fn settings(args: &ProbeArgs) -> Result<Result<Settings, String>, CliError> {
     Ok(Ok(Settings {
         target,
         bind: args.bind,
-        path: args.path.clone(),
+        path: path.clone(),
         host: host_header,
         timeout: Duration::from_secs_f64(args.timeout),
         token: wire::token(),
     }))
 }
 
+/// The health check's PROXY header (`--proxy-version`), or `None` without `--health-check`.
+fn health_carrier(args: &ProbeArgs) -> Result<Option<Carrier>, CliError> {
+    match (&args.health_check, args.proxy_version) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(usage(
+            "--proxy-version is for --health-check (the listener probe sends both versions)"
+                .to_string(),
+        )),
+        (Some(_), None | Some(2)) => Ok(Some(Carrier::V2Local)),
+        (Some(_), Some(1)) => Ok(Some(Carrier::V1Unknown)),
+        (Some(_), Some(other)) => Err(usage(format!(
+            "--proxy-version {other}: expected 1 (PROXY v1 UNKNOWN) or 2 (PROXY v2 LOCAL)"
+        ))),
+    }
+}
+
 pub fn run(args: &ProbeArgs) -> Result<u8, CliError> {
+    let carrier = health_carrier(args)?;
     let settings = settings(args)?;
+    if let (Some(carrier), Some(path)) = (carrier, &args.health_check) {
+        let target = health::Target {
+            given: &args.target,
+            path,
+            bind: args.bind,
+            carrier,
+        };
+        return health::run(
+            &target,
+            settings.as_ref().map_err(String::as_str),
+            args.json,
+        );
+    }
     let (settings, records, obs) = match settings {
         Err(why) => (
             None,

@@ -10,7 +10,7 @@ use super::wire::{Carrier, Record, Settings, SPOOFED_REAL_IP, SPOOFED_XFF};
 use super::ProbeArgs;
 
 impl Record {
-    fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         if self.forged {
             "spoofed-xff"
         } else {
@@ -18,8 +18,10 @@ impl Record {
         }
     }
 
-    fn sent(&self) -> String {
+    pub(super) fn sent(&self) -> String {
         let mut text = match (self.carrier, self.claim) {
+            (Carrier::V2Local, _) => "PROXY v2 LOCAL (no addresses)".to_string(),
+            (Carrier::V1Unknown, _) => "PROXY v1 UNKNOWN (no addresses)".to_string(),
             (Carrier::Plain, _) | (_, None) => "no PROXY header".to_string(),
             (Carrier::V1, Some(ip)) => format!("PROXY v1 claiming {ip}"),
             (Carrier::V2, Some(ip)) => format!("PROXY v2 claiming {ip}"),
@@ -85,7 +87,7 @@ fn describe(record: &Record, timeout: Duration) -> String {
     }
 }
 
-fn record_json(record: &Record) -> Value {
+pub(super) fn record_json(record: &Record) -> Value {
     let reply = match &record.outcome {
         Outcome::Response(reply) => Some(reply),
         _ => None,
@@ -97,7 +99,7 @@ fn record_json(record: &Record) -> Value {
         .collect();
     json!({
         "name": record.name(),
-        "proxy": match record.carrier { Carrier::Plain => None, Carrier::V1 => Some("v1"), Carrier::V2 => Some("v2") },
+        "proxy": record.carrier.version(),
         "claimed_source": record.claim.map(|ip| ip.to_string()),
         "forged_headers": if record.forged {
             json!({"x-forwarded-for": SPOOFED_XFF, "x-real-ip": SPOOFED_REAL_IP})

@@ -26,12 +26,24 @@ pub(super) const SPOOFED_REAL_IP: &str = "192.0.2.78";
 const MAX_REPLY: usize = 256 * 1024;
 const MARKER_HEADER: &str = "X-Trustip-Probe";
 
+/// PROXY v2 with the LOCAL command and no addresses: what a load balancer sends on its own
+/// health checks (signature, version 2 + LOCAL, AF_UNSPEC, length 0).
+pub(super) const V2_LOCAL: [u8; 16] = [
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0x00, 0x00,
+];
+/// PROXY v1's line for a connection whose addresses are not told.
+pub(super) const V1_UNKNOWN: &[u8] = b"PROXY UNKNOWN\r\n";
+
 /// Which PROXY header, if any, precedes a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carrier {
     Plain,
     V1,
     V2,
+    /// A health check's PROXY v2 LOCAL header: no client information.
+    V2Local,
+    /// A health check's PROXY v1 `UNKNOWN` line: no client information.
+    V1Unknown,
 }
 
 impl Carrier {
@@ -40,12 +52,23 @@ impl Carrier {
             Carrier::Plain => "plain",
             Carrier::V1 => "proxy-v1",
             Carrier::V2 => "proxy-v2",
+            Carrier::V2Local => "proxy-v2-local",
+            Carrier::V1Unknown => "proxy-v1-unknown",
+        }
+    }
+
+    /// "v1", "v2", or `None` without a PROXY header.
+    pub(super) fn version(self) -> Option<&'static str> {
+        match self {
+            Carrier::Plain => None,
+            Carrier::V1 | Carrier::V1Unknown => Some("v1"),
+            Carrier::V2 | Carrier::V2Local => Some("v2"),
         }
     }
 
     pub(super) fn claim(self, target: SocketAddr) -> Option<IpAddr> {
         match (self, target) {
-            (Carrier::Plain, _) => None,
+            (Carrier::Plain | Carrier::V2Local | Carrier::V1Unknown, _) => None,
             (Carrier::V1, SocketAddr::V4(_)) => Some(CLAIM_V1.into()),
             (Carrier::V2, SocketAddr::V4(_)) => Some(CLAIM_V2.into()),
             (Carrier::V1, SocketAddr::V6(_)) => Some(CLAIM_V1_V6.into()),
@@ -55,12 +78,17 @@ impl Carrier {
 
     /// The PROXY header bytes claiming [`Carrier::claim`], destination = the target.
     pub(super) fn preface(self, target: SocketAddr) -> Result<Vec<u8>, CliError> {
+        match self {
+            Carrier::V2Local => return Ok(V2_LOCAL.to_vec()),
+            Carrier::V1Unknown => return Ok(V1_UNKNOWN.to_vec()),
+            _ => {}
+        }
         let Some(claim) = self.claim(target) else {
             return Ok(Vec::new());
         };
         let source = SocketAddr::new(claim, CLAIM_SOURCE_PORT);
         match self {
-            Carrier::Plain => Ok(Vec::new()),
+            Carrier::Plain | Carrier::V2Local | Carrier::V1Unknown => Ok(Vec::new()),
             Carrier::V1 => Ok(ppp::v1::Addresses::from((source, target))
                 .to_string()
                 .into_bytes()),
@@ -162,6 +190,12 @@ fn read_reply(stream: &mut TcpStream, deadline: Instant) -> (Vec<u8>, Ending) {
             Err(_) => return (raw, Ending::Reset),
         }
     }
+}
+
+/// A TCP connection opened and closed without a byte sent (what a TCP health check does):
+/// `Err(why)` when it fails.
+pub(super) fn connect_only(settings: &Settings) -> Result<Result<(), String>, CliError> {
+    Ok(connect(settings)?.map(drop).map_err(|err| err.to_string()))
 }
 
 /// A connection to the target, from `--bind` when given. A local address that cannot be bound
@@ -266,5 +300,23 @@ mod tests {
             b"PROXY TCP6 2001:db8:113::77 ::1 40077 10000\r\n"
         );
         assert!(Carrier::Plain.preface(target).unwrap().is_empty());
+        // The health check's headers: no addresses.
+        let local = Carrier::V2Local.preface(target).unwrap();
+        let parsed = ppp::v2::Header::try_from(local.as_slice()).unwrap();
+        assert_eq!(parsed.command, Command::Local);
+        assert_eq!(parsed.addresses, ppp::v2::Addresses::Unspecified);
+        assert_eq!(parsed.len(), local.len());
+        assert_eq!(
+            Carrier::V1Unknown.preface(target).unwrap(),
+            b"PROXY UNKNOWN\r\n"
+        );
+        assert!(matches!(
+            ppp::v1::Header::try_from("PROXY UNKNOWN\r\n"),
+            Ok(ppp::v1::Header {
+                addresses: ppp::v1::Addresses::Unknown,
+                ..
+            })
+        ));
+        assert_eq!(Carrier::V2Local.claim(target), None);
     }
 }

@@ -74,7 +74,9 @@ fn check_target(args: &RenderArgs, target: Target) -> Result<(), CliError> {
 fn check_path(path: &str) -> Result<(), CliError> {
     if !path.starts_with('/')
         || path.len() > 256
-        || path.bytes().any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#')
+        || path
+            .bytes()
+            .any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#')
     {
         return Err(usage(format!(
             "--health-check-path {path:?}: expected an absolute request path of at most 256 visible ASCII bytes, without spaces, query or fragment (/healthz/ready)"
