@@ -143,6 +143,18 @@ class HAProxy:
                 return row
         raise AssertionError(f"no {self.BACKEND}/{self.SERVER} row in show stat:\n{text}")
 
+    def wait_for_check(self, timeout: float = 10.0) -> dict[str, str]:
+        """Waits until a check has finished (check_status no longer INI); with `rise 1 fall 1`
+        the row's status then says what that check made of the server."""
+        deadline = time.monotonic() + timeout
+        while True:
+            row = self.server_stat()
+            if row.get("check_status", "").removeprefix("* ") not in ("", "INI", "UNK"):
+                return row
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no check finished after {timeout}s: {row}\n{self.output_text()[-4000:]}")
+            time.sleep(0.05)
+
     def wait_for_status(self, status: str, timeout: float = 10.0) -> dict[str, str]:
         """Waits until a finished check (not INI) has left the server in `status` ("UP" or
         "DOWN"); returns that `show stat` row, or fails with the last one seen."""
