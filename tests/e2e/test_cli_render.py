@@ -7,7 +7,13 @@
   with istio or compose, --wasm with native and --module with wasm are usage errors.
 - compose: the docker-compose stack has the promised structure; its envoy.yaml and haproxy.cfg
   run natively here (no Docker engine on this machine) after substituting only addresses and
-  paths; the stack shipped in deploy/compose/ is exactly what render prints today."""
+  paths; the stack shipped in deploy/compose/ is exactly what render prints today.
+- issue 9, both builds: --health-check-path (Envoy answers the load balancer's PROXY LOCAL /
+  v1 UNKNOWN / header-less health check after trustip admitted it, 503 when failed, another
+  path refused missing_proxy), --upstream-proxy v2 --upstream-tlvs (a PROXY-parsing backend
+  gets the client and the VPC endpoint TLV; an ignore rule's header never reaches it),
+  --tls-passthrough (SNI routing to a TLS backend behind the same outbound PROXY); each option
+  alone passes `envoy --mode validate`; the meaningless combinations are one usage line."""
 
 from __future__ import annotations
 
@@ -498,3 +504,242 @@ def test_istio_sha256_is_the_module_digest(cli, policy_path, wasm):  # noqa: F81
     digest = hashlib.sha256(wasm.read_bytes()).hexdigest()
     documents = [doc for doc in yaml.safe_load_all(out) if doc]
     assert [doc["spec"].get("sha256") for doc in documents] == [digest, digest, None]
+
+
+# --- issue 9: a health-check-ready gateway, outbound PROXY, TLS passthrough ---------------
+#
+# One rendered gateway per build with every new option: --health-check-path (Envoy's
+# health_check filter after trustip's HTTP filter), --upstream-proxy v2 --upstream-tlvs
+# aws_vpce_id (every cluster writes PROXY v2 to a backend that parses it), --tls-passthrough
+# (a second listener routing by SNI to a TLS backend, through the same outbound PROXY socket).
+
+HEALTH = "/healthz/ready"
+SNI = "api.trustip.test"
+IGNORED_PEER = "127.0.0.9"
+GATEWAY_POLICY = {
+    "upstream_proxy_protocol": True,
+    "rules": [
+        {"from": [f"{LB}/32"], "proxy_protocol": "require", "health_check_paths": [HEALTH]},
+        {"from": [f"{IGNORED_PEER}/32"], "proxy_protocol": "ignore"},
+    ],
+    "headers": {"tlv": {"aws_vpce_id": "x-amzn-vpce-id"}},
+}
+LOCAL = client.proxy_v2(command="LOCAL")
+
+
+def _self_signed(directory, name: str):
+    import subprocess
+
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName=DNS:{name}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def _tls_get(port: int, server_name: str, ca, *, source: str, proxy: bytes = b"") -> tuple[int | None, str]:
+    """GET / inside TLS (SNI `server_name`, verified against `ca`) after `proxy` in clear:
+    (status, test id); status None when the connection was closed or the handshake failed."""
+    import socket
+    import ssl
+    import uuid
+
+    test_id = uuid.uuid4().hex
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.settimeout(5)
+    raw.bind((source, 0))
+    try:
+        raw.connect(("127.0.0.1", port))
+        raw.sendall(proxy)
+        with ssl.create_default_context(cafile=str(ca)).wrap_socket(raw, server_hostname=server_name) as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nhost: {server_name}\r\nx-test-id: {test_id}\r\nconnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+        return (int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else None), test_id
+    except (OSError, ssl.SSLError):
+        return None, test_id
+    finally:
+        raw.close()
+
+
+@pytest.fixture(scope="module", params=["wasm", "native"])
+def gateway(request, cli, wasm, native):  # noqa: F811
+    from harness.proxy_backend import ProxyBackend, server_context
+
+    build = request.param
+    directory = scratch_dir(f"render-gateway-{build}")
+    policy = write_policy(directory, "policy", GATEWAY_POLICY)
+    cert, key = _self_signed(directory, SNI)
+    backend = ProxyBackend().start()
+    tls_backend = ProxyBackend(tls=server_context(str(cert), str(key))).start()
+    tls_port = net.free_port()
+    text, port = render_envoy(
+        cli, policy, backend.port,
+        "--health-check-path", HEALTH, "--upstream-proxy", "v2", "--upstream-tlvs", "aws_vpce_id",
+        "--tls-passthrough", f"{SNI}=127.0.0.1:{tls_backend.port}", "--tls-listen", f"127.0.0.1:{tls_port}",
+        **({"native": native} if build == "native" else {"wasm": wasm}),
+    )  # fmt: skip
+    instance = RenderedEnvoy(text, name=f"render-gateway-{build}")
+    check = envoy_validate(instance.config_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    instance.start()
+    yield build, instance, port, tls_port, backend, tls_backend, cert, text
+    instance.stop()
+    backend.stop()
+    tls_backend.stop()
+
+
+def test_gateway_shape(gateway):
+    build, instance, port, tls_port, backend, tls_backend, cert, text = gateway
+    config = yaml.safe_load(text)
+    http, tls = config["static_resources"]["listeners"]
+    hcm = http["filter_chains"][0]["filters"][-1]["typed_config"]
+    # trustip's HTTP filter, then the health check, then the router.
+    assert [f["name"] for f in hcm["http_filters"]][1:] == ["envoy.filters.http.health_check", "envoy.filters.http.router"]
+    health = hcm["http_filters"][1]["typed_config"]
+    assert health["pass_through_mode"] is False
+    assert health["headers"] == [{"name": ":path", "string_match": {"exact": HEALTH}}]
+    for listener in (http, tls):
+        pp = listener["listener_filters"][0]["typed_config"]
+        assert pp["pass_through_tlvs"] == {"match_type": "INCLUDE", "tlv_type": [234]}
+    assert [f["name"] for f in tls["listener_filters"]][-1] == "envoy.filters.listener.tls_inspector"
+    (chain,) = tls["filter_chains"]
+    assert chain["filter_chain_match"] == {"server_names": [SNI]}
+    assert chain["filters"][-1]["name"] == "envoy.filters.network.tcp_proxy"
+    for cluster in config["static_resources"]["clusters"]:
+        socket = cluster["transport_socket"]
+        assert socket["name"] == "envoy.transport_sockets.upstream_proxy_protocol"
+        assert socket["typed_config"]["config"] == {"version": "V2", "pass_through_tlvs": {"match_type": "INCLUDE", "tlv_type": [234]}}
+    # The policy is embedded as given (render does not change it).
+    policies = [json.loads(f["typed_config"]["filter_config"]["value"]) for f in http["listener_filters"][1:]] if build == "native" else [
+        json.loads(http["filter_chains"][0]["filters"][1]["typed_config"]["config"]["configuration"]["value"])
+    ]
+    assert policies == [GATEWAY_POLICY]
+
+
+def test_gateway_answers_the_load_balancers_health_check(gateway):
+    build, instance, port, tls_port, backend, tls_backend, cert, text = gateway
+    before = backend.count
+    # The load balancer's health check: PROXY v2 LOCAL (or v1 UNKNOWN, or none), answered by Envoy.
+    for proxy in (LOCAL, client.proxy_v1_unknown(), b""):
+        response = client.request(port, source=LB, proxy=proxy, path=HEALTH)
+        assert response.status == 200, (proxy, response)
+        assert response.header("x-trustip-reject") is None
+    # Another path on such a connection: trustip's HTTP filter refuses it.
+    other = client.request(port, source=LB, proxy=LOCAL, path="/admin")
+    assert (other.status, other.header("x-trustip-reject")) == (403, "missing_proxy"), other
+    assert backend.count == before, "Envoy answered the health checks itself"
+    # Failing (as while draining): the same health check gets 503 from Envoy.
+    instance.admin("/healthcheck/fail", method="POST")
+    try:
+        assert client.request(port, source=LB, proxy=LOCAL, path=HEALTH).status == 503
+    finally:
+        instance.admin("/healthcheck/ok", method="POST")
+    assert client.request(port, source=LB, proxy=LOCAL, path=HEALTH).status == 200
+
+
+def test_gateway_sends_the_client_upstream(gateway):
+    build, instance, port, tls_port, backend, tls_backend, cert, text = gateway
+    # Through the load balancer, with the endpoint id: the backend's PROXY v2 header carries the
+    # client and the TLV.
+    response = client.request(port, source=LB, proxy=client.proxy_v2(CLIENT, "10.0.0.1", 5555, 80, tlvs=[client.aws_vpce_tlv(VPCE)]))
+    assert response.status == 200, response
+    header = backend.wait_for(response.test_id).header
+    assert (header.kind, header.command, header.src, header.src_port) == ("v2", "PROXY", CLIENT, 5555)
+    assert header.tlv(0xEA) == b"\x01" + VPCE.encode()
+    # A direct client without PROXY: itself.
+    direct = client.request(port, source=ATTACKER)
+    assert direct.status == 200, direct
+    header = backend.wait_for(direct.test_id).header
+    assert (header.src, header.tlvs) == (ATTACKER, [])
+    # An ignore rule's PROXY header is not forwardable: closed, nothing reaches the backend.
+    ignored = client.request(port, source=IGNORED_PEER, proxy=client.proxy_v2("203.0.113.66", "10.0.0.1", 5555, 80))
+    assert ignored.closed, ignored
+    assert backend.find(ignored.test_id) is None
+
+
+def test_gateway_passes_tls_through_by_sni(gateway):
+    build, instance, port, tls_port, backend, tls_backend, cert, text = gateway
+    # Through the load balancer: the TLS backend gets PROXY v2 with the client, then the
+    # handshake for the name (Envoy never held the key).
+    status, test_id = _tls_get(tls_port, SNI, cert, source=LB, proxy=client.proxy_v2(CLIENT, "10.0.0.1", 4444, 443))
+    assert status == 200, tls_backend.connections
+    record = tls_backend.wait_for(test_id)
+    assert (record.tls, record.server_name) == (True, SNI)
+    assert (record.header.kind, record.header.src, record.header.src_port) == ("v2", CLIENT, 4444)
+    # A name no route lists: no filter chain, closed.
+    count = tls_backend.count
+    assert _tls_get(tls_port, "other.trustip.test", cert, source=LB, proxy=client.proxy_v2(CLIENT, "10.0.0.1", 4444, 443))[0] is None
+    # A PROXY header from a stranger: trustip closes it before the ClientHello is read.
+    assert _tls_get(tls_port, SNI, cert, source=ATTACKER, proxy=client.proxy_v2(CLIENT, "10.0.0.1", 4444, 443))[0] is None
+    assert tls_backend.count == count
+
+
+@pytest.mark.parametrize("which", ["wasm", "native"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--health-check-path", HEALTH],
+        ["--upstream-proxy", "v1"],
+        ["--upstream-proxy", "v2", "--upstream-tlvs", "aws_vpce_id,unique_id"],
+        ["--tls-passthrough", f"{SNI}=127.0.0.1:8443", "--tls-passthrough", "*.trustip.test=backend.internal:443"],
+        ["--tls-passthrough", f"{SNI}=127.0.0.1:8443", "--upstream-proxy", "v2", "--strict-proxy"],
+    ],
+    ids=["health-check", "upstream-v1", "upstream-v2-tlvs", "tls-passthrough", "tls-upstream-strict"],
+)
+def test_each_option_validates(cli, wasm, native, which, extra):  # noqa: F811
+    """Every new option, alone, in both builds: `envoy --mode validate` accepts the bootstrap."""
+    policy = dict(GATEWAY_POLICY)
+    if "--upstream-proxy" not in extra:
+        policy.pop("upstream_proxy_protocol")
+    path = write_policy(scratch_dir("render-option"), "policy", policy)
+    module = ["--build", "native", "--module", native] if which == "native" else ["--wasm", wasm]
+    run = cli.run("render", "--config", path, "--target", "envoy", *module, *extra)
+    config_path = scratch_dir("render-option-yaml") / "envoy.yaml"
+    config_path.write_text(run.out)
+    check = envoy_validate(config_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_compose_health_check_path(cli):  # noqa: F811
+    """compose takes --health-check-path: its envoy.yaml answers the path."""
+    directory = scratch_dir("compose-health")
+    policy = dict(json.loads((DEPLOY_COMPOSE / "policy.json").read_text()))
+    policy["rules"] = [dict(policy["rules"][0], health_check_paths=[HEALTH])]
+    path = write_policy(directory, "policy", policy)
+    cli.run("render", "--config", path, "--target", "compose", "--out", directory / "out", "--health-check-path", HEALTH)
+    envoy = yaml.safe_load((directory / "out" / "envoy.yaml").read_text())
+    hcm = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][-1]["typed_config"]
+    assert [f["name"] for f in hcm["http_filters"]][1:] == ["envoy.filters.http.health_check", "envoy.filters.http.router"]
+
+
+@pytest.mark.parametrize(
+    "policy,args,needle",
+    [
+        ({"rules": [{"from": [f"{LB}/32"], "proxy_protocol": "require"}]}, ["--target", "envoy", "--health-check-path", HEALTH],
+         f'add "health_check_paths": ["{HEALTH}"] to the load balancer\'s require rule (rules[0])'),
+        ({}, ["--target", "envoy", "--upstream-proxy", "v2"], 'add "upstream_proxy_protocol": true'),
+        ({"upstream_proxy_protocol": True}, ["--target", "envoy"], "give --upstream-proxy v1|v2"),
+        ({"upstream_proxy_protocol": True}, ["--target", "envoy", "--upstream-proxy", "v1", "--upstream-tlvs", "aws_vpce_id"], "needs --upstream-proxy v2"),
+        ({"upstream_proxy_protocol": True}, ["--target", "envoy", "--upstream-proxy", "v2", "--upstream-tlvs", "vpce"], "expected TLV keys among"),
+        ({}, ["--target", "envoy", "--tls-passthrough", "nope"], "expected SNI=HOST:PORT"),
+        ({}, ["--target", "envoy", "--tls-listen", "127.0.0.1:443"], "give at least one --tls-passthrough"),
+        ({}, ["--target", "envoy", "--health-check-path", "/a?b"], "without spaces, query or fragment"),
+        ({}, ["--target", "istio", "--health-check-path", HEALTH], "status port 15021"),
+        ({}, ["--target", "istio", "--tls-passthrough", f"{SNI}=127.0.0.1:1"], "PASSTHROUGH"),
+        ({}, ["--target", "compose", "--out", "OUT", "--upstream-proxy", "v2"], "httpbin"),
+        ({"upstream_proxy_protocol": True}, ["--target", "compose", "--out", "OUT"], "httpbin"),
+    ],
+    ids=["health-path-not-in-policy", "upstream-without-field", "field-without-upstream", "tlvs-with-v1", "unknown-tlv",
+         "bad-passthrough", "tls-listen-alone", "health-path-query", "istio-health", "istio-tls", "compose-upstream", "compose-field"],
+)  # fmt: skip
+def test_gateway_option_usage_errors(cli, policy, args, needle):  # noqa: F811
+    path = write_policy(scratch_dir("render-usage"), "policy", policy)
+    run = cli.run("render", "--config", path, *args, expect=2)
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trustip: ") and needle in lines[0], run
+    assert run.out == "", run
