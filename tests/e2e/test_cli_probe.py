@@ -1,6 +1,13 @@
 """`trustip probe` against real listeners beyond the matrix (test_matrix.py): trustip's HTTP role
 alone (403 with the reason), IPv6, a path that does not echo headers (verdicts unknown), a server
-that is not Envoy, one that never answers, the text report, and the connection budget."""
+that is not Envoy, one that never answers, the text report, and the connection budget.
+
+`probe --health-check PATH` (issue 9), each cause against a real listener, in both builds where
+trustip decides: a closed port (unreachable), Envoy without the proxy_protocol listener filter
+(proxy_not_expected), a strict policy without health_check_paths (proxy_local_refused: closed by
+the network role / listener filter of a rendered gateway, or 403 missing_proxy from the HTTP
+role alone), the same with the field (healthy: Envoy's health_check filter, or the upstream),
+Envoy failed by its admin (unhealthy_status 503), a server answering 404."""
 
 from __future__ import annotations
 
@@ -9,11 +16,15 @@ import threading
 
 import pytest
 
-from cli_support import cli  # noqa: F401  (cli is a fixture)
+from cli_support import RenderedEnvoy, cli, native, render_envoy, scratch_dir, write_policy  # noqa: F401  (fixtures)
+from harness import net
 from harness.envoy import Listener
 
 STRANGER = "127.0.0.66"
+LB = "127.0.0.5"
 POLICY = {"rules": [{"from": ["127.0.0.5/32"], "proxy_protocol": "require"}]}
+HEALTH = "/healthz/ready"
+HEALTH_POLICY = {"rules": [{"from": ["127.0.0.5/32"], "proxy_protocol": "require", "health_check_paths": [HEALTH]}]}
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +36,13 @@ def envoy(start_envoy):
         # No trustip, listening on 127.0.0.1 and [::1].
         Listener(name="plain_optional_v6", proxy_protocol="optional", http_role=False, ipv6=True),
         Listener(name="trustip_optional_v6", proxy_protocol="optional", plugin=POLICY, network_role=True, ipv6=True),
+        # Health checks: Envoy without proxy_protocol and without trustip; trustip's HTTP role
+        # alone in both builds, with and without health_check_paths.
+        Listener(name="no_proxy_protocol", proxy_protocol="none", http_role=False, ipv6=False),
+        Listener(name="hc_refused_wasm", proxy_protocol="optional", plugin=POLICY, ipv6=False, build="wasm"),
+        Listener(name="hc_refused_native", proxy_protocol="optional", plugin=POLICY, ipv6=False, build="native"),
+        Listener(name="hc_admitted_wasm", proxy_protocol="optional", plugin=HEALTH_POLICY, ipv6=False, build="wasm"),
+        Listener(name="hc_admitted_native", proxy_protocol="optional", plugin=HEALTH_POLICY, ipv6=False, build="native"),
     )
 
 
@@ -166,3 +184,137 @@ def test_probe_sends_only_to_the_target(envoy, cli, echo):  # noqa: F811
     new = echo.requests[before:]
     tokens = {r.text("x-trustip-probe") for r in new}
     assert len(new) == len(served) == 4 and len(tokens) == 1 and None not in tokens
+
+
+# --- probe --health-check ----------------------------------------------------------------
+
+
+def health(cli, port: int, *extra: str, expect=None, path: str = HEALTH):  # noqa: F811
+    return probe(cli, f"127.0.0.1:{port}", "--health-check", path, *extra, expect=expect)
+
+
+def by_name(report: dict) -> dict:
+    return {p["name"]: p for p in report["probes"]}
+
+
+def test_health_check_closed_port(cli):  # noqa: F811
+    port = net.free_port()
+    report = health(cli, port, expect=4).json()
+    assert (report["cause"], report["status"]) == ("unreachable", None)
+    assert [p["name"] for p in report["probes"]] == ["connect"], "nothing more after a failed connect"
+    assert report["probes"][0]["outcome"] == "connect_failed"
+    assert report["fix"].startswith("fix: nothing accepts a TCP connection") and "port" in report["fix"]
+
+
+@pytest.mark.parametrize("version,name", [("2", "proxy-v2-local"), ("1", "proxy-v1-unknown")])
+def test_health_check_without_proxy_protocol(envoy, cli, version, name):  # noqa: F811
+    """The load balancer sends PROXY on its health check; the listener has no proxy_protocol."""
+    report = health(cli, envoy.port("no_proxy_protocol"), "--proxy-version", version, expect=3).json()
+    assert report["cause"] == "proxy_not_expected", report
+    probes = by_name(report)
+    assert (probes[name]["status"], probes["plain"]["status"]) == (400, 200)
+    assert "add the proxy_protocol listener filter" in report["fix"] and "turn PROXY off" in report["fix"]
+
+
+@pytest.mark.parametrize("which", ["wasm", "native"])
+def test_health_check_refused_by_the_http_role(envoy, cli, which):  # noqa: F811
+    """trustip's HTTP role alone: the load balancer's LOCAL health check is a 403 missing_proxy."""
+    report = health(cli, envoy.port(f"hc_refused_{which}"), "--bind", LB, expect=3).json()
+    assert report["cause"] == "proxy_local_refused", report
+    local = by_name(report)["proxy-v2-local"]
+    assert (local["status"], local["trustip_reject"]) == (403, "missing_proxy")
+    assert f'add "health_check_paths": ["{HEALTH}"] to the load balancer\'s require rule' in report["fix"]
+    assert any(f"came from {LB}" in line for line in report["advice"]), report["advice"]
+    # From an address outside the rule the implicit rule admits it: the probe cannot tell,
+    # which is why it says where it came from.
+    report = health(cli, envoy.port(f"hc_refused_{which}"), "--bind", STRANGER, expect=0).json()
+    assert report["cause"] == "healthy"
+    assert any(f"came from {STRANGER}" in line and "--bind" in line for line in report["advice"])
+
+
+@pytest.mark.parametrize("which", ["wasm", "native"])
+def test_health_check_admitted_by_the_http_role(envoy, cli, which):  # noqa: F811
+    report = health(cli, envoy.port(f"hc_admitted_{which}"), "--bind", LB, expect=0).json()
+    assert (report["cause"], report["status"]) == ("healthy", 200), report
+    # Another path is refused on the same kind of connection.
+    report = health(cli, envoy.port(f"hc_admitted_{which}"), "--bind", LB, expect=3, path="/other").json()
+    assert (report["cause"], by_name(report)["proxy-v2-local"]["trustip_reject"]) == ("proxy_local_refused", "missing_proxy")
+
+
+@pytest.fixture(scope="module", params=["wasm", "native"])
+def rendered_gateways(request, cli, echo, wasm, native):  # noqa: F811
+    """Two gateways rendered by `trustip render` for one build: a strict policy without
+    health_check_paths, and one with them plus --health-check-path."""
+    kind = {"native": native} if request.param == "native" else {"wasm": wasm}
+    directory = scratch_dir(f"probe-health-{request.param}")
+    instances = {}
+    for name, policy, extra in (
+        ("strict", POLICY, ()),
+        ("ready", HEALTH_POLICY, ("--health-check-path", HEALTH)),
+    ):
+        text, port = render_envoy(cli, write_policy(directory, name, policy), echo.port, *extra, **kind)
+        instances[name] = (RenderedEnvoy(text, name=f"probe-health-{name}-{request.param}").start(), port)
+    yield instances
+    for instance, _ in instances.values():
+        instance.stop()
+
+
+def test_health_check_closed_by_trustip(rendered_gateways, cli):  # noqa: F811
+    """The rendered gateway's network role (wasm) or listener filter (native) closes the load
+    balancer's LOCAL health check: a require rule without health_check_paths."""
+    _, port = rendered_gateways["strict"]
+    run = health(cli, port, "--bind", LB, expect=3)
+    report = run.json()
+    assert report["cause"] == "proxy_local_refused", report
+    probes = by_name(report)
+    assert probes["connect"]["outcome"] == "connected"
+    assert probes["proxy-v2-local"]["outcome"] in ("closed", "reset")
+    assert probes["plain"]["outcome"] in ("closed", "reset")
+    assert f'add "health_check_paths": ["{HEALTH}"]' in report["fix"] and "closed without a reply" in report["fix"]
+    # The text report says the same.
+    text = cli.run("probe", f"127.0.0.1:{port}", "--health-check", HEALTH, "--bind", LB, expect=3).out
+    for needle in ("proxy-v2-local", "PROXY v2 LOCAL (no addresses)", "cause  proxy_local_refused", "advice:",
+                   f'add "health_check_paths": ["{HEALTH}"]'):  # fmt: skip
+        assert needle in text, (needle, text)
+
+
+def test_health_check_answered_by_envoy(rendered_gateways, cli, echo):  # noqa: F811
+    """With health_check_paths and --health-check-path: healthy, answered by Envoy (the upstream
+    never sees it); failed by the admin (as while draining): 503."""
+    instance, port = rendered_gateways["ready"]
+    before = len(echo.requests)
+    for version in ("2", "1"):
+        report = health(cli, port, "--bind", LB, "--proxy-version", version, expect=0).json()
+        assert (report["cause"], report["status"]) == ("healthy", 200), report
+    assert len(echo.requests) == before, "Envoy's health_check filter answered, not the upstream"
+    instance.admin("/healthcheck/fail", method="POST")
+    try:
+        report = health(cli, port, "--bind", LB, expect=3).json()
+    finally:
+        instance.admin("/healthcheck/ok", method="POST")
+    assert (report["cause"], report["status"]) == ("unhealthy_status", 503), report
+    assert "drains" in report["fix"]
+
+
+def test_health_check_not_found(cli):  # noqa: F811
+    server = TinyServer(lambda data: _http("404 Not Found", b"no such page"))
+    try:
+        report = health(cli, server.port, expect=3).json()
+    finally:
+        server.close()
+    assert (report["cause"], report["status"]) == ("unhealthy_status", 404), report
+    assert "--health-check-path" in report["fix"]
+    assert server.connections == 3, "connect, the health check, the plain request"
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--proxy-version", "1"], "--proxy-version is for --health-check"),
+        (["--health-check", HEALTH, "--proxy-version", "3"], "expected 1 (PROXY v1 UNKNOWN) or 2"),
+        (["--health-check", "healthz"], "--health-check \"healthz\": expected an absolute path"),
+    ],
+)
+def test_health_check_usage_errors(cli, extra, needle):  # noqa: F811
+    run = cli.run("probe", "127.0.0.1:1", *extra, expect=2)
+    assert needle in run.err and len(run.err.strip().splitlines()) == 1, run
