@@ -269,7 +269,8 @@ def measure(envoy, row: Row, layout: str, version: str, backend: str, backends: 
             obs.reason = response.header(names.REJECT_HEADER) or f"no reject counter ({outcome})"
         # Nothing may reach the backend: no connection (Python), no log line (HAProxy).
         if backend == "python" and python.count != python_count:
-            obs.src = python.connections[python_count].header.src
+            header = python.wait_for_index(python_count, done=False).header
+            obs.src = (header.src or f"{header.command} {header.family}") if header else "a connection"
         if backend == "haproxy" and len(haproxy.output_text().splitlines()) != haproxy_lines:
             found = haproxy.find(response.test_id)
             obs.src = found.ci if found else "something"
@@ -289,7 +290,10 @@ def measure(envoy, row: Row, layout: str, version: str, backend: str, backends: 
         obs.r, obs.r_reason = _log_value(line, "client_ip"), _log_value(line, "reason")
     if backend == "python":
         record = python.wait_for(response.test_id)
-        obs.src, obs.header_kind, obs.after = record.header.src, record.header.kind, record.after
+        header = record.header
+        # A header without addresses (v2 LOCAL, v1 UNKNOWN) is named as such, not as "nothing".
+        obs.src = header.src or f"{header.command} {header.family}"
+        obs.header_kind, obs.after = header.kind, record.after
     else:
         obs.src = haproxy.wait_for(response.test_id).ci
     return obs
