@@ -163,7 +163,9 @@ fn explain<'p>(policy: &'p Policy, args: &ExplainArgs) -> Result<Explanation<'p>
     }
     let incoming = inputs.headers.clone();
     if role == Role::Http {
-        inputs.headers.append(names::PATH_HEADER, args.path.as_bytes());
+        inputs
+            .headers
+            .append(names::PATH_HEADER, args.path.as_bytes());
     }
     let verdict = evaluate(policy, role, &mut inputs);
 
