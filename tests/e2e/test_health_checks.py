@@ -18,8 +18,10 @@ What runs here, through real Envoy (both builds) and real HAProxy 2.6:
   docs/health-checks.md (the test prints the measured table when they differ);
 - hand-built LOCAL / UNKNOWN / no-header requests: 200 with reason `health_check` for a listed
   path (query ignored), 403 `missing_proxy` for another path (also on the same connection), C = D
-  upstream, nothing for a peer outside the rule;
-- the field on a `use` or `reject` rule is refused.
+  upstream, nothing for a peer outside the rule or for another `require` peer;
+- the field on a `use`, `ignore`, `reject` or `deny` rule is refused;
+- why the checks say HTTP/1.1 (Envoy answers HTTP/1.0 with 426), and a listener shaped like
+  Istio's status port 15021 (no proxy_protocol filter) answering a PROXY check with 400.
 """
 
 from __future__ import annotations
@@ -28,11 +30,9 @@ import re
 import socket
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from conftest import Counters
 from harness import client, names
 from harness.envoy import REPO, EnvoyWithListeners, Listener, wait_for_line
 from harness.expect import decisions, reject_body
@@ -310,14 +310,14 @@ CLOSED = "closed, no answer (SOCKERR or L7RSP)"
 MEASURED: dict[tuple, dict] = {}  # (build, layout, send, field, path) -> measured row
 
 
-def measure(build, envoy, start_haproxy, layout, send, field, path) -> dict:
+def measure(build, envoy, start_haproxy, counters, layout, send, field, path) -> dict:
     """Starts HAProxy checking `path` through one of this build's listeners, waits for its first
     finished check (rise 1, fall 1: it decides the state), stops it; returns what HAProxy made of
     the server and which trustip decision counters moved (once per row and build)."""
     key = (build, layout, send, field, path)
     if key not in MEASURED:
         listener = f"{layout}-{'field' if field else 'nofield'}"
-        watch = Counters(envoy)
+        watch = counters(envoy)
         lb = start_haproxy(envoy.port(listener), bind_ip=LB, source_ip=LB, send_proxy=send, health_check=path)
         try:
             stat = lb.wait_for_check()
@@ -349,12 +349,12 @@ def expected_counters(build: str, layout: str, field: bool, path: str) -> list[s
 
 
 @pytest.mark.parametrize("layout, send, field, path", ROW_CASES)
-def test_haproxy_health_check(build, envoy, start_haproxy, layout, send, field, path):
+def test_haproxy_health_check(build, envoy, start_haproxy, counters, layout, send, field, path):
     """HAProxy checks the server through the strict setup: without the field trustip refuses
     the checks (`missing_proxy`) and HAProxy marks the server DOWN; with it UP, counted
     `accept_health_check`; a path the rule does not list is refused where trustip sees the path
     (403 `missing_proxy`: DOWN), and passes where it cannot (tcp_proxy, the listener alone)."""
-    row = measure(build, envoy, start_haproxy, layout, send, field, path)
+    row = measure(build, envoy, start_haproxy, counters, layout, send, field, path)
     up = field and (path == PATH or layout not in HTTP_LAYOUTS)
     assert row["status"] == ("UP" if up else "DOWN"), row
     if up:
@@ -409,13 +409,13 @@ def doc_rows(build: str) -> list[str]:
     return rows
 
 
-def test_doc_table_is_what_was_measured(build, envoy, start_haproxy):
+def test_doc_table_is_what_was_measured(build, envoy, start_haproxy, counters):
     """docs/health-checks.md's table holds what this run measured, row for row (the rows the
     parametrised test measured are reused; missing ones are measured here)."""
     for case in ROW_CASES:
         layout, send, field, path = case.values
         if layout in layouts(build):
-            measure(build, envoy, start_haproxy, layout, send, field, path)
+            measure(build, envoy, start_haproxy, counters, layout, send, field, path)
     measured = table_rows(build)
     assert doc_rows(build) == measured, (
         f"{DOC.name} differs from what was measured for the {build} build; measured:\n"
