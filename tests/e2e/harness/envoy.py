@@ -2,8 +2,9 @@
 
 `bootstrap()` builds the whole config as a dict from a few options per listener (PROXY protocol
 none/optional/strict, TLV rules, set_filter_state on/off, the network and HTTP roles on/off,
-the plugin's JSON configuration, an access log). One Envoy can carry several listeners, each
-with its own plugin configuration, so a test module pays for one Envoy start.
+the plugin's JSON configuration, an access log; an outbound PROXY socket on a cluster of the
+listener's own, TLS passthrough by SNI). One Envoy can carry several listeners, each with its
+own plugin configuration, so a test module pays for one Envoy start.
 """
 
 from __future__ import annotations
