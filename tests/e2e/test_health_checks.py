@@ -650,6 +650,8 @@ def test_status_port_without_proxy_protocol_answers_400(plain_envoy, start_hapro
     read as HTTP and Envoy answers 400, so HAProxy's check with check-send-proxy marks it DOWN."""
     response = client.request(plain_envoy.port("status"), source=LB, path=PATH, proxy=LOCAL_V2)
     assert response.status == 400, response
+    # Without a PROXY header the same listener answers (here the echo stands for the agent).
+    assert client.request(plain_envoy.port("status"), source=LB, path=PATH).status == 200
     lb = start_haproxy(plain_envoy.port("status"), bind_ip=LB, source_ip=LB, health_check=PATH)
     try:
         row = lb.wait_for_status("DOWN")
