@@ -26,7 +26,6 @@ import ipaddress
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -148,6 +147,13 @@ def envoy(start_envoy, build, proxy_backend, haproxy_backend):
         # A real load balancer's unique-id TLV (0x05) to HAProxy's accept-proxy backend.
         Listener(name="tlv-uid", upstream_port=haproxy_backend.port, proxy_pass_through_tlvs=[0x05],
                  upstream_pass_through_tlvs=[0x05], **{**tlv, "plugin": POLICIES["with"]}),
+    ]  # fmt: skip
+    # The HCM told not to record the connection's addresses: the socket has no record at all.
+    listeners += [
+        Listener(name=f"no-record-{version}", plugin=POLICIES["with"], upstream_proxy=version,
+                 upstream_port=proxy_backend.port, add_proxy_protocol_connection_state=False,
+                 **layout_options(build, "http"))
+        for version in VERSIONS
     ]  # fmt: skip
     return start_envoy(*listeners)
 
@@ -485,6 +491,22 @@ def test_the_guides_check_a_raw_backend_prints_the_header_then_the_request(envoy
     if layout == "tcp":
         # tcp_proxy forwards the client's bytes as they are.
         assert record.after == client.build_request(test_id=response.test_id)[0]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_without_any_record_the_socket_writes_envoy_s_own_connection(envoy, proxy_backend, version):
+    """Why the record matters: with the HCM's add_proxy_protocol_connection_state false and no
+    inbound header, nothing records the client, and the socket falls back to the upstream
+    connection itself: v1 names Envoy's own address (the backend would take Envoy for the
+    client), v2 sends a LOCAL header (no address: the backend uses the TCP peer, Envoy)."""
+    spec = envoy.listeners[f"no-record-{version}"]
+    response = client.request(spec.port, source=DIRECT)
+    assert response.status == 200, response
+    header = proxy_backend.wait_for(response.test_id).header
+    if version == "v1":
+        assert (header.family, header.src, header.dst, header.dst_port) == ("TCP4", "127.0.0.1", "127.0.0.1", proxy_backend.port)
+    else:
+        assert (header.command, header.family, header.src) == ("LOCAL", "UNSPEC", None)
 
 
 def test_through_a_real_load_balancer(envoy, proxy_backend, haproxy_backend, start_haproxy):

@@ -124,6 +124,10 @@ class Listener:
     # None: the field is left out (Envoy then keeps and writes no TLV).
     proxy_pass_through_tlvs: list[int] | None = None
     upstream_pass_through_tlvs: list[int] | None = None
+    # The HCM's add_proxy_protocol_connection_state (None: left out, Envoy's default true: the
+    # HCM records the connection's addresses for the upstream PROXY header when no header was
+    # parsed; false shows what the socket writes without any record).
+    add_proxy_protocol_connection_state: bool | None = None
     # TLS passthrough: tls_inspector after proxy_protocol (and after trustip-listener), one filter
     # chain matched on these SNI names ending in tcp_proxy; no other chain, so a ClientHello
     # naming anything else finds no filter chain and is closed by Envoy.
@@ -330,6 +334,8 @@ def listener_config(spec: Listener, upstream_port: int, wasm: Path, native: Path
             },
             "http_filters": http_filters,
         }
+        if spec.add_proxy_protocol_connection_state is not None:
+            hcm["add_proxy_protocol_connection_state"] = spec.add_proxy_protocol_connection_state
         if spec.headers_with_underscores_action:
             hcm["common_http_protocol_options"] = {
                 "headers_with_underscores_action": spec.headers_with_underscores_action
