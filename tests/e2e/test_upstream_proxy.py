@@ -148,6 +148,12 @@ def envoy(start_envoy, build, proxy_backend, haproxy_backend):
         Listener(name="tlv-uid", upstream_port=haproxy_backend.port, proxy_pass_through_tlvs=[0x05],
                  upstream_pass_through_tlvs=[0x05], **{**tlv, "plugin": POLICIES["with"]}),
     ]  # fmt: skip
+    # The HTTP role alone (no per-connection filter): a refusal is the 403 local reply.
+    listeners += [
+        Listener(name=f"http-alone-{policy}", plugin=POLICIES[policy], upstream_proxy="v2",
+                 upstream_port=proxy_backend.port, direct_peer_format=names.DIRECT_PEER_FORMAT)
+        for policy in ("without", "with")
+    ]  # fmt: skip
     # The HCM told not to record the connection's addresses: the socket has no record at all.
     listeners += [
         Listener(name=f"no-record-{version}", plugin=POLICIES["with"], upstream_proxy=version,
@@ -186,6 +192,7 @@ class Observation:
     src: str | None  # what the backend believed
     header_kind: str | None  # "v1" | "v2" as the Python backend parsed it (None for HAProxy)
     after: bytes = b""  # the Python backend: the bytes after the header
+    test_id: str = ""
 
     def symbol(self, address: str | None) -> str:
         """An address as the table names it: D (the peer), P (the header's source), R."""
@@ -267,6 +274,7 @@ def measure(envoy, row: Row, layout: str, version: str, backend: str, backends: 
     after = _counter_snapshot(envoy)
     obs = Observation(row, layout, version, backend, peer, response.closed, response.status,
                       None, None, None, None, None, None, None, None)  # fmt: skip
+    obs.test_id = response.test_id
     outcome = _connection_outcome(before, after)
     if response.closed or response.status != 200:
         if outcome and outcome.startswith("reject_"):
@@ -376,10 +384,15 @@ def measured(envoy, build, proxy_backend, haproxy_backend, workdir, echo) -> Mea
         for backend in BACKENDS
     ]
     # Nothing arrived late: the Python backend saw exactly one connection per request that got
-    # through to it.
+    # through to it, and no refused request ever reached either backend.
     time.sleep(0.3)
     reached = [o for o in observations if o.backend == "python" and not o.closed and o.status == 200]
     assert proxy_backend.count - python_start == len(reached), (proxy_backend.count - python_start, len(reached))
+    logged = {line.test_id for line in haproxy_backend.lines()}
+    for obs in observations:
+        if obs.closed or obs.status != 200:
+            found = proxy_backend.find(obs.test_id) if obs.backend == "python" else obs.test_id in logged
+            assert not found, f"a refused request reached the {obs.backend} backend: {obs}"
     refused = {layout: shadow_with_the_field_refused(build, layout, workdir, echo.port) for layout in LAYOUTS}
     return Measurement(observations, refused)
 
@@ -491,6 +504,20 @@ def test_the_guides_check_a_raw_backend_prints_the_header_then_the_request(envoy
     if layout == "tcp":
         # tcp_proxy forwards the client's bytes as they are.
         assert record.after == client.build_request(test_id=response.test_id)[0]
+
+
+def test_the_http_role_alone_refuses_an_ignored_claim_with_a_403(envoy, proxy_backend):
+    """Without a per-connection filter the HTTP role decides: with the field an ignored claim
+    gets the local reply (no upstream request, so no header); without it the claim leaks."""
+    proxy = client.proxy_v2(CLAIM, HEADER_DST, 4444, 80)
+    count = proxy_backend.count
+    refused = client.request(envoy.port("http-alone-with"), source=IGNORE, proxy=proxy)
+    assert refused.status == 403, refused
+    assert refused.header(names.REJECT_HEADER) == "proxy_not_forwardable"
+    assert proxy_backend.count == count
+    leaked = client.request(envoy.port("http-alone-without"), source=IGNORE, proxy=proxy)
+    assert leaked.status == 200, leaked
+    assert proxy_backend.wait_for(leaked.test_id).header.src == CLAIM
 
 
 @pytest.mark.parametrize("version", VERSIONS)
