@@ -528,9 +528,15 @@ fn any_inputs() -> impl Strategy<Value = AnyInputs> {
             1 => proptest::collection::vec(any::<u8>(), 0..48),
             // The load balancer of the policies' first rule, its own address as P (no PROXY
             // header): a health check under HEALTH_POLICY.
-            1 => (1u16..=u16::MAX).prop_map(|port| {
+            2 => (1u16..=u16::MAX).prop_map(|port| {
                 let lb = peer_text(IpAddr::from([127, 0, 0, 5]), port);
                 format!("{lb} {lb}").into_bytes()
+            }),
+            // A peer of the `ignore` rule with a PROXY header: refused under HEALTH_POLICY,
+            // which says Envoy sends PROXY upstream.
+            1 => (any::<[u8; 2]>(), address()).prop_map(|([c, d], claim)| {
+                let peer = peer_text(IpAddr::from([192, 168, c, d]), 40000);
+                format!("{peer} {}", peer_text(claim, 1234)).into_bytes()
             }),
         ],
     );
@@ -561,7 +567,8 @@ fn any_inputs() -> impl Strategy<Value = AnyInputs> {
         header("x-amzn-vpce-id", small()),
         header("x-unique-id", small()),
         header("user-agent", small()),
-        header(":path", request_path().boxed()),
+        // Every HTTP request has a path; absent only now and then (a host that gives none).
+        proptest::option::weighted(0.9, request_path().prop_map(|v| (":path", v))),
     )
         .prop_map(|(a, b, c, d, e, f, g, h)| {
             [a, b, c, d, e, f, g, h].into_iter().flatten().collect()
