@@ -422,8 +422,11 @@ pub fn decide_connection(
         ProxyProtocol::Deny => decision.rejection = reject(RejectReason::Denied, None),
         // Envoy leaves the addresses as they were for a PROXY v2 LOCAL header or a v1 UNKNOWN
         // line (a load balancer's health check), so filters see them as no header at all.
+        // Only with D observed: with `if_missing: trust_source` D may be P, which the client
+        // can choose.
         ProxyProtocol::Require
             if !decision.proxy_present
+                && direct_peer.peer().is_some()
                 && rule.is_some_and(|r| !r.health_check_paths.is_empty()) =>
         {
             health_check = true
@@ -574,7 +577,9 @@ pub fn decide_request<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
             stripped: 0,
         };
     };
-    let trusted = policy.xff_trusts(c);
+    // A health check brings no client information: its X-Forwarded-For is never walked (R = C),
+    // and the client headers it carries are stripped as from an untrusted client.
+    let trusted = connection.via != Via::HealthCheck && policy.xff_trusts(c);
     let needs_incoming =
         trusted || policy.headers.x_forwarded_for == crate::core::config::XffMode::Append;
     let incoming = if needs_incoming {

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use crate::core::addr::Peer;
-use crate::core::config::Policy;
+use crate::core::config::{Mode, Policy};
 use crate::core::decision::{ConnectionDecision, Observed, RejectReason, Rejection, Via};
 use crate::core::tlv::TlvKey;
 
@@ -161,6 +161,15 @@ fn parse_fields<'a>(
         ),
         _ => return None,
     };
+    // A health check is a `require` rule's peer without PROXY information, admitted as itself.
+    if via == Via::HealthCheck
+        && (proxy_present
+            || rule
+                .and_then(|r| policy.rules.get(r))
+                .is_none_or(|r| r.health_check_paths.is_empty()))
+    {
+        return None;
+    }
     let rejection = match fields.next()? {
         "-" => None,
         name => Some(Rejection {
@@ -180,6 +189,15 @@ fn parse_fields<'a>(
         };
     }
     if fields.next().is_some() {
+        return None;
+    }
+    // What decide_connection never writes: a rejection let through in enforce mode, a health
+    // check with a rejection or another client than D.
+    let enforced_yet_admitted =
+        rejection.is_some() && client.is_some() && policy.mode == Mode::Enforce;
+    let odd_health_check = via == Via::HealthCheck
+        && (rejection.is_some() || client.is_none() || client != direct_peer.peer().map(|d| d.ip));
+    if enforced_yet_admitted || odd_health_check {
         return None;
     }
     Some(ConnectionDecision {
@@ -310,6 +328,36 @@ mod tests {
             }
             assert_eq!(decode(&policy, 7, text.as_bytes()), Ok(expected), "{text}");
         }
+    }
+
+    #[test]
+    fn decisions_the_listener_never_writes_are_refused() {
+        let enforce = Policy::from_json(
+            br#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":["/h"]},
+                          {"from":["192.168.0.0/16"],"proxy_protocol":"require"}]}"#,
+        )
+        .unwrap();
+        let tail = "- - - - -";
+        for text in [
+            // A health check with a PROXY header, another client than D, a rejection, or a
+            // rule without health-check paths.
+            format!("v1 9 10.0.0.5:1 203.0.113.9:2 0 Ph- - 203.0.113.9 {tail}"),
+            format!("v1 9 10.0.0.5:1 10.0.0.5:1 0 -h- - 198.51.100.1 {tail}"),
+            format!("v1 9 10.0.0.5:1 10.0.0.5:1 0 -h- missing_proxy 10.0.0.5 {tail}"),
+            format!("v1 9 192.168.0.5:1 192.168.0.5:1 1 -h- - 192.168.0.5 {tail}"),
+            format!("v1 9 10.0.0.5:1 10.0.0.5:1 - -h- - 10.0.0.5 {tail}"),
+            // A rejection with a client, in enforce mode.
+            format!("v1 9 10.0.0.5:1 10.0.0.5:1 0 -d- missing_proxy 10.0.0.5 {tail}"),
+        ] {
+            assert_eq!(
+                decode(&enforce, 9, text.as_bytes()),
+                Err(Refused::Unreadable),
+                "{text}"
+            );
+        }
+        // The genuine health check decodes.
+        let good = format!("v1 9 10.0.0.5:1 10.0.0.5:1 0 -h- - 10.0.0.5 {tail}");
+        assert!(decode(&enforce, 9, good.as_bytes()).is_ok());
     }
 
     #[test]

@@ -74,13 +74,14 @@ const SHADOW_POLICY: &str = r#"{"mode":"shadow","direct_peer":{"if_missing":"tru
              "tlv":{"aws_vpce_id":"x-amzn-vpce-id","unique_id":"x-unique-id"}}}"#;
 
 /// [`POLICY`]'s rules with the load balancer's health checks admitted on two paths, and Envoy
-/// sending PROXY upstream (an `ignore` rule's PROXY header is then refused).
+/// sending PROXY upstream (an `ignore` rule's PROXY header is then refused). The load balancer
+/// is also trusted for X-Forwarded-For, which its health checks must not benefit from.
 const HEALTH_POLICY: &str = r#"{"mode":"enforce","upstream_proxy_protocol":true,"rules":[
   {"from":["127.0.0.5","::1"],"proxy_protocol":"require","tlvs":{"aws_vpce_id":["vpce-1"]},
    "health_check_paths":["/healthz/ready","/ping"]},
   {"from":["10.0.0.0/8"],"proxy_protocol":"use"},
   {"from":["192.168.0.0/16"],"proxy_protocol":"ignore"}],
-  "xff":{"trusted":["10.0.0.0/8","2001:db8::/32"],"max_entries":8},
+  "xff":{"trusted":["10.0.0.0/8","2001:db8::/32","127.0.0.5"],"max_entries":8},
   "headers":{"x_forwarded_for":"append","forwarded":"append","set":["x-real-ip"],
              "tlv":{"aws_vpce_id":"x-amzn-vpce-id","unique_id":"x-unique-id"}}}"#;
 
@@ -208,7 +209,7 @@ fn xff_lines() -> impl Strategy<Value = (Vec<IpAddr>, Vec<String>)> {
 // --- Invariants ----------------------------------------------------------------------------
 
 /// The request headers the upstream must see after `verdict`'s plan, by the README's rules:
-/// strip (when C is not a trusted proxy), X-Forwarded-For, Forwarded, the `set` headers with
+/// strip (when C is not a trusted proxy, or the connection is a health check), X-Forwarded-For, Forwarded, the `set` headers with
 /// R, the TLV headers from used PROXY information only; every other header as it came.
 fn expected_header(
     policy: &Policy,
@@ -240,7 +241,8 @@ fn expected_header(
     if rules.set.iter().any(|n| n == name) {
         return Some(text(r));
     }
-    let stripped = !policy.xff_trusts(c) && rules.strip.iter().any(|n| n == name);
+    let believed = policy.xff_trusts(c) && verdict.connection.via != Via::HealthCheck;
+    let stripped = !believed && rules.strip.iter().any(|n| n == name);
     let after_strip = if stripped { None } else { incoming.get(name) };
     if name == "forwarded" {
         return match rules.forwarded {
@@ -349,6 +351,8 @@ fn check_verdict(
             if role == Role::Http {
                 let path = host.headers.get(":path").unwrap_or_default();
                 prop_assert!(rule.is_some_and(|r| r.is_health_check_path(&path)));
+                // Its X-Forwarded-For is never walked, whoever trusts the load balancer.
+                prop_assert_eq!(r, c);
             }
         }
     }
@@ -424,7 +428,7 @@ fn check_verdict(
             for pair in chain.windows(2) {
                 prop_assert_ne!(pair.first(), pair.get(1));
             }
-            if !policy.xff_trusts(c) {
+            if !policy.xff_trusts(c) || connection.via == Via::HealthCheck {
                 prop_assert_eq!(chain, &vec![c]);
             }
             // The headers the upstream sees.
@@ -745,11 +749,15 @@ fn model(policy: &Policy, case: &Realistic) -> Result<Vec<IpAddr>, RejectReason>
         d
     };
     let trusted = |ip: IpAddr| match ip {
-        IpAddr::V4(_) => in_net(ip, [10, 0, 0, 0], 8),
+        IpAddr::V4(_) => {
+            in_net(ip, [10, 0, 0, 0], 8) || (health && ip == IpAddr::from([127, 0, 0, 5]))
+        }
         IpAddr::V6(v6) => v6.segments().starts_with(&[0x2001, 0xdb8]),
     };
+    let health_check =
+        health && !proxy && (d == IpAddr::from([127, 0, 0, 5]) || d.to_string() == "::1");
     let mut chain = vec![c];
-    if trusted(c) {
+    if trusted(c) && !health_check {
         for hop in case.hops.iter().rev().take(policy.xff_max_entries) {
             if chain.last() != Some(hop) {
                 chain.push(*hop);

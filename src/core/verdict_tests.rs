@@ -365,6 +365,52 @@ fn a_health_check_is_admitted_with_c_d_on_its_paths_only() {
 }
 
 #[test]
+fn a_health_check_brings_no_client_information_even_from_a_trusted_proxy() {
+    // The load balancer is also trusted for X-Forwarded-For: its health check's own XFF and
+    // client headers are still not believed (R = C = D), and the counter agrees.
+    let policy = policy(
+        r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":["/healthz/ready"]}],
+            "xff":{"trusted":["10.0.0.0/8"]},"headers":{"set":["x-envoy-external-address","x-real-ip"]}}"#,
+    );
+    let mut host = Inputs::with_peers("10.0.0.5:4000", "10.0.0.5:4000")
+        .header(":path", b"/healthz/ready")
+        .header("x-forwarded-for", b"203.0.113.9")
+        .header("x-real-ip", b"203.0.113.9");
+    let verdict = evaluate(&policy, Role::Http, &mut host);
+    assert_eq!(verdict.outcome, Outcome::HealthCheck);
+    assert_eq!(verdict.client_text().as_deref(), Some(&b"10.0.0.5"[..]));
+    assert!(verdict.counters.contains(&(Counter::AcceptHealthCheck, 1)));
+    let mut after = host.headers.clone();
+    after.apply(&verdict.headers);
+    assert_eq!(
+        after.get("x-forwarded-for").as_deref(),
+        Some(&b"10.0.0.5"[..])
+    );
+    assert_eq!(after.get("x-real-ip").as_deref(), Some(&b"10.0.0.5"[..]));
+    assert_eq!(
+        after.get("x-envoy-external-address").as_deref(),
+        Some(&b"10.0.0.5"[..])
+    );
+}
+
+#[test]
+fn no_health_check_without_an_observed_direct_peer() {
+    // With `if_missing: trust_source` and D absent, D is P, which a client may choose: such a
+    // connection is never taken for the load balancer's health check.
+    let policy = policy(
+        r#"{"direct_peer":{"if_missing":"trust_source"},
+            "rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":["/healthz/ready"]}]}"#,
+    );
+    let mut host = Inputs::default().header(":path", b"/healthz/ready");
+    host.source = Some(b"10.0.0.5:4000".to_vec());
+    let verdict = evaluate(&policy, Role::Http, &mut host);
+    assert_eq!(
+        verdict.outcome,
+        Outcome::Rejected(RejectReason::MissingProxy)
+    );
+}
+
+#[test]
 fn shadow_mode_lets_a_non_health_request_through_as_direct() {
     let policy = policy(
         r#"{"mode":"shadow","rules":[{"from":["127.0.0.5"],"proxy_protocol":"require","health_check_paths":["/healthz"]}]}"#,

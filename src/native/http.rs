@@ -255,6 +255,44 @@ mod tests {
     }
 
     #[test]
+    fn a_health_check_handed_over_by_the_listener_passes_on_its_paths_only() {
+        let policy = r#"{"rules":[{"from":["127.0.0.5"],"proxy_protocol":"require","health_check_paths":["/healthz/ready"]}]}"#;
+        let listener = config(Role::Listener, policy);
+        let mut connection = FakeConnection {
+            direct: address("127.0.0.5", 1),
+            remote: address("127.0.0.5", 1),
+            ..FakeConnection::default()
+        };
+        assert!(on_accept(&listener, &mut connection, &mut |_: &str| {}));
+        let config = config(Role::Http, policy);
+        for (path, passes) in [(&b"/healthz/ready?x=1"[..], true), (b"/admin", false)] {
+            let mut stream = FakeStream {
+                direct: Some(b"127.0.0.5:1".to_vec()),
+                source: Some(b"127.0.0.5:1".to_vec()),
+                state: connection.state.clone(),
+                ..FakeStream::default()
+            };
+            stream.headers.append(":path", path);
+            assert_eq!(
+                on_request_headers(&config, &mut stream, &mut |_: &str| {}),
+                passes
+            );
+            let reason = stream.filter_state_bytes("trustip.reason");
+            if passes {
+                assert_eq!(reason.as_deref(), Some(&b"health_check"[..]));
+                assert_eq!(
+                    stream.counters,
+                    vec![(Counter::AcceptHealthCheck.index(), 1)]
+                );
+                assert!(stream.response.is_none());
+            } else {
+                assert_eq!(reason.as_deref(), Some(&b"missing_proxy"[..]));
+                assert_eq!(stream.response.map(|r| r.0), Some(403));
+            }
+        }
+    }
+
+    #[test]
     fn a_decision_made_with_another_policy_is_not_taken() {
         // The listener and the HTTP filter both let everyone use PROXY, but their policy texts
         // differ (spacing): the listener's decision is refused, and the HTTP filter decides again
