@@ -82,9 +82,12 @@ POLICIES = {
         "headers": {"x_forwarded_for": "remove"},
     },
     # The load balancer's health checks: no client information (no header, v2 LOCAL, v1
-    # UNKNOWN) admitted as C = D on the listed path only.
+    # UNKNOWN) admitted as C = D on the listed path only; the load balancer is trusted for
+    # X-Forwarded-For, yet its health checks' own X-Forwarded-For is not walked.
     "health": {
         "rules": [{"from": ["127.0.0.5/32"], "proxy_protocol": "require", "health_check_paths": ["/healthz/ready"]}],
+        "xff": {"trusted": ["127.0.0.5/32"]},
+        "headers": {"set": ["x-envoy-external-address", "x-real-ip"]},
     },
 }
 
@@ -163,11 +166,14 @@ CASES = [
     Case("preserve-and-forwarded-append", "preserve", "127.0.0.6", "v2", headers=[(XFF, "6.6.6.6"), ("Forwarded", "for=6.6.6.6")]),
     Case("preserve-stranger", "preserve", "127.0.0.66", headers=[(XFF, "6.6.6.6"), ("X-Real-IP", "6.6.6.6")]),
     Case("remove-xff", "remove", "127.0.0.6", "v1", headers=[(XFF, "6.6.6.6")]),
-    Case("health-local-v2", "health", "127.0.0.5", "local", path="/healthz/ready?case=local-v2"),
+    Case("health-local-v2", "health", "127.0.0.5", "local", path="/healthz/ready?case=local-v2",
+         headers=[(XFF, "6.6.6.6"), ("X-Real-IP", "6.6.6.6")]),
     Case("health-unknown-v1", "health", "127.0.0.5", "unknown", path="/healthz/ready?case=unknown-v1"),
     Case("health-no-header", "health", "127.0.0.5", path="/healthz/ready?case=no-header"),
     Case("health-local-other-path", "health", "127.0.0.5", "local", path="/orders?case=local-other"),
     Case("health-proxy-used-as-always", "health", "127.0.0.5", "v2", path="/orders?case=proxy"),
+    Case("health-proxy-from-lb-walks", "health", "127.0.0.5", "v2", source="127.0.0.5", source_port=4001,
+         path="/orders?case=proxy-walk", headers=[(XFF, "198.51.100.9")]),
     Case("health-local-stranger", "health", "127.0.0.66", "local", path="/healthz/ready?case=stranger"),
 ]
 # fmt: on
