@@ -602,7 +602,8 @@ def test_gateway_shape(gateway):
     assert [f["name"] for f in hcm["http_filters"]][1:] == ["envoy.filters.http.health_check", "envoy.filters.http.router"]
     health = hcm["http_filters"][1]["typed_config"]
     assert health["pass_through_mode"] is False
-    assert health["headers"] == [{"name": ":path", "string_match": {"exact": HEALTH}}]
+    # The path with any query, as trustip compares it.
+    assert health["headers"] == [{"name": ":path", "string_match": {"safe_regex": {"regex": HEALTH + r"(\?.*)?"}}}]
     for listener in (http, tls):
         pp = listener["listener_filters"][0]["typed_config"]
         assert pp["pass_through_tlvs"] == {"match_type": "INCLUDE", "tlv_type": [234]}
@@ -625,9 +626,10 @@ def test_gateway_answers_the_load_balancers_health_check(gateway):
     build, instance, port, tls_port, backend, tls_backend, cert, text = gateway
     before = backend.count
     # The load balancer's health check: PROXY v2 LOCAL (or v1 UNKNOWN, or none), answered by Envoy.
-    for proxy in (LOCAL, client.proxy_v1_unknown(), b""):
-        response = client.request(port, source=LB, proxy=proxy, path=HEALTH)
-        assert response.status == 200, (proxy, response)
+    # With a query too: trustip ignores it, and so does the rendered health_check filter's match.
+    for proxy, path in ((LOCAL, HEALTH), (client.proxy_v1_unknown(), HEALTH), (b"", HEALTH), (LOCAL, HEALTH + "?full=1")):
+        response = client.request(port, source=LB, proxy=proxy, path=path)
+        assert response.status == 200, (proxy, path, response)
         assert response.header("x-trustip-reject") is None
     # Another path on such a connection: trustip's HTTP filter refuses it.
     other = client.request(port, source=LB, proxy=LOCAL, path="/admin")
@@ -733,9 +735,14 @@ def test_compose_health_check_path(cli):  # noqa: F811
         ({}, ["--target", "istio", "--tls-passthrough", f"{SNI}=127.0.0.1:1"], "PASSTHROUGH"),
         ({}, ["--target", "compose", "--out", "OUT", "--upstream-proxy", "v2"], "httpbin"),
         ({"upstream_proxy_protocol": True}, ["--target", "compose", "--out", "OUT"], "httpbin"),
+        ({}, ["--target", "envoy", "--tls-passthrough", f"{SNI}=127.0.0.1:1", "--tls-listen", "127.0.0.1:10000"],
+         "the same address and port as --listen"),
+        ({}, ["--target", "envoy", "--tls-passthrough", f"{SNI}=127.0.0.1:1", "--tls-listen", "127.0.0.1:9901"],
+         "the same address and port as --admin"),
     ],
     ids=["health-path-not-in-policy", "upstream-without-field", "field-without-upstream", "tlvs-with-v1", "unknown-tlv",
-         "bad-passthrough", "tls-listen-alone", "health-path-query", "istio-health", "istio-tls", "compose-upstream", "compose-field"],
+         "bad-passthrough", "tls-listen-alone", "health-path-query", "istio-health", "istio-tls", "compose-upstream", "compose-field",
+         "tls-listen-is-listen", "tls-listen-is-admin"],
 )  # fmt: skip
 def test_gateway_option_usage_errors(cli, policy, args, needle):  # noqa: F811
     path = write_policy(scratch_dir("render-usage"), "policy", policy)

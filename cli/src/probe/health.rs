@@ -59,7 +59,7 @@ impl Cause {
                 "trustip refuses the health check (it brings no client information)"
             }
             Cause::Healthy => "the health check passes",
-            Cause::UnhealthyStatus => "the health check gets an answer that is not 2xx",
+            Cause::UnhealthyStatus => "the health check gets an answer that is not 2xx or 3xx",
         }
     }
 
@@ -114,10 +114,14 @@ pub fn diagnose(obs: &Observations) -> Cause {
         return Cause::ProxyLocalRefused;
     }
     match local {
-        Outcome::Response(reply) if (200..300).contains(&reply.status) => Cause::Healthy,
-        // 400 to the PROXY request, a real answer without it: the header reached the HTTP
-        // parser.
-        Outcome::Response(reply) if reply.status == 400 && works(plain).is_some() => {
+        // 2xx and 3xx: what HAProxy's httpchk accepts by default (an NLB's matcher can too).
+        Outcome::Response(reply) if (200..400).contains(&reply.status) => Cause::Healthy,
+        // 400 to the PROXY request, a real answer without it (or trustip's refusal: a listener
+        // without proxy_protocol in front of a require rule): the header reached the HTTP parser.
+        Outcome::Response(reply)
+            if reply.status == 400
+                && (works(plain).is_some() || trustip_rejection(plain).is_some()) =>
+        {
             Cause::ProxyNotExpected
         }
         Outcome::Response(_) => Cause::UnhealthyStatus,
@@ -455,6 +459,16 @@ mod tests {
                 "closed LOCAL, the plain request refused by the HTTP role",
                 obs(Outcome::Reset, trustip(403, "missing_proxy")),
                 ProxyLocalRefused,
+            ),
+            (
+                "no proxy_protocol in front of trustip's HTTP role (the plain GET is refused)",
+                obs(reply(400), trustip(403, "missing_proxy")),
+                ProxyNotExpected,
+            ),
+            (
+                "a redirect, as HAProxy's httpchk accepts",
+                obs(reply(302), reply(302)),
+                Healthy,
             ),
             ("healthy", obs(reply(200), reply(200)), Healthy),
             (

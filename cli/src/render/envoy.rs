@@ -343,7 +343,7 @@ mod tests {
             );
             assert_eq!(
                 hcm["http_filters"][1]["typed_config"]["headers"][0],
-                serde_json::json!({"name": ":path", "string_match": {"exact": "/healthz/ready"}})
+                serde_json::json!({"name": ":path", "string_match": {"safe_regex": {"regex": "/healthz/ready(\\?.*)?"}}})
             );
             assert_eq!(
                 hcm["http_filters"][2]["typed_config"]["pass_through_mode"],

@@ -215,7 +215,13 @@ pub struct HeaderMatcher {
 
 #[derive(Serialize)]
 pub struct StringMatcher {
-    pub exact: String,
+    pub safe_regex: RegexMatcher,
+}
+
+/// RE2, anchored by Envoy (`full match`).
+#[derive(Serialize)]
+pub struct RegexMatcher {
+    pub regex: String,
 }
 
 #[derive(Serialize)]

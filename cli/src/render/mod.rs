@@ -163,9 +163,25 @@ fn envoy_options(args: &RenderArgs, gateway: GatewayOptions) -> Result<envoy::Op
             routes: gateway.tls_routes,
         })
     };
+    let listen = parse_socket_addr("--listen", &args.listen)?;
+    let admin = parse_socket_addr("--admin", &args.admin)?;
+    if let Some(tls) = &tls {
+        for (flag, other) in [("--listen", listen), ("--admin", admin)] {
+            let overlap = tls.listen.port() == other.port()
+                && (tls.listen.ip() == other.ip()
+                    || tls.listen.ip().is_unspecified()
+                    || other.ip().is_unspecified());
+            if overlap {
+                return Err(CliError::Usage(format!(
+                    "--tls-listen {}: the same address and port as {flag} {other}: give the TLS passthrough listener its own port",
+                    tls.listen
+                )));
+            }
+        }
+    }
     Ok(envoy::Options {
-        listen: parse_socket_addr("--listen", &args.listen)?,
-        admin: parse_socket_addr("--admin", &args.admin)?,
+        listen,
+        admin,
         upstream: parse_host_port("--upstream", &args.upstream)?.into_parts(),
         strict_proxy: args.strict_proxy,
         health_check_paths: gateway.health_check_paths,

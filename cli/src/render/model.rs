@@ -559,7 +559,9 @@ impl Wiring {
                         headers: vec![api::HeaderMatcher {
                             name: ":path",
                             string_match: api::StringMatcher {
-                                exact: path.clone(),
+                                safe_regex: api::RegexMatcher {
+                                    regex: path_regex(path),
+                                },
                             },
                         }],
                     }),
@@ -677,4 +679,18 @@ fn cluster(plan: &ClusterPlan, upstream_proxy: Option<&UpstreamProxy>) -> api::C
             }],
         },
     }
+}
+
+/// The path with any query, as trustip compares it (`health_check_paths` ignore the query):
+/// `/healthz/ready?full=1` is answered by Envoy too, not routed to the application.
+pub fn path_regex(path: &str) -> String {
+    let mut regex = String::with_capacity(path.len() + 8);
+    for ch in path.chars() {
+        if "\\.+*?()[]{}|^$".contains(ch) {
+            regex.push('\\');
+        }
+        regex.push(ch);
+    }
+    regex.push_str("(\\?.*)?");
+    regex
 }
