@@ -71,3 +71,23 @@ def test_non_utf8_header_bytes_pass_through(envoy, echo):
 def test_dual_stack_listener_sees_ipv4_mapped_peers(envoy):
     response = client.request(envoy.port("dual"), source="127.0.0.66")
     assert response.upstream_header("x-envoy-external-address") == "::ffff:127.0.0.66"
+
+
+def test_the_proxy_protocol_record_cannot_be_created_by_a_filter(echo, workdir):
+    """Envoy's upstream PROXY socket writes the record `envoy.network.proxy_protocol.options`
+    (docs/outbound-proxy.md). No object factory is registered for that key, so neither
+    set_filter_state nor a wasm (`set_envoy_filter_state`) or dynamic-module filter, which create
+    typed filter state through the same factories, can put C there: Envoy refuses the
+    configuration and names the key."""
+    from harness.envoy import EnvoyWithListeners
+
+    spec = Listener(name="record", http_role=False, set_filter_state=True, direct_peer_key="envoy.network.proxy_protocol.options")
+    instance = EnvoyWithListeners([spec], upstream_port=echo.port, name="facts-record", workdir=workdir("facts-record"))
+    # The harness's set_filter_state uses the envoy.string factory; ask for the record's own.
+    text = instance.config
+    chain = text["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    chain[0]["typed_config"]["on_new_connection"][0]["factory_key"] = "envoy.network.proxy_protocol.options"
+    code = instance.run_to_exit(timeout=30)
+    assert code not in (0, None), instance.output_text()
+    assert "envoy.network.proxy_protocol.options" in instance.output_text(), instance.output_text()
+    assert "object factory" in instance.output_text(), instance.output_text()
