@@ -75,10 +75,10 @@ def test_dual_stack_listener_sees_ipv4_mapped_peers(envoy):
 
 def test_the_proxy_protocol_record_cannot_be_created_by_a_filter(echo, workdir):
     """Envoy's upstream PROXY socket writes the record `envoy.network.proxy_protocol.options`
-    (docs/outbound-proxy.md). No object factory is registered for that key, so neither
-    set_filter_state nor a wasm (`set_envoy_filter_state`) or dynamic-module filter, which create
-    typed filter state through the same factories, can put C there: Envoy refuses the
-    configuration and names the key."""
+    (docs/outbound-proxy.md). No object factory is registered for that key: set_filter_state is
+    refused here, naming the key. Wasm's `set_envoy_filter_state` foreign function and the dynamic
+    modules' typed filter state look keys up in the same factory registry (Envoy's source,
+    `Context::setEnvoyFilterState`), so no trustip filter can put C there either."""
     from harness.envoy import EnvoyWithListeners
 
     spec = Listener(name="record", http_role=False, set_filter_state=True, direct_peer_key="envoy.network.proxy_protocol.options")
