@@ -8,6 +8,13 @@
       One HTTP/1.1 request from a socket bound to IP, optionally preceded by a hand-built
       PROXY v2 header claiming SRC:SPORT (what a spoofing client would send). Prints what it
       sent and what came back, including a connection closed or reset without any response.
+  demo_helper.py proxy-backend PORT
+      A raw TCP backend on 127.0.0.1:PORT for Envoy's upstream PROXY socket (kgateway's check):
+      for each connection it prints the first line (the PROXY v1 line) and the HTTP request line
+      as received, answers 200 with a one-line body naming that PROXY line, and closes.
+  demo_helper.py haproxy-stat SOCKET BACKEND/SERVER [--timeout S]
+      Waits until HAProxy has finished a health check of that server (check_status no longer
+      INI), then prints a few fields of its `show stat` row, read from the stats SOCKET.
   demo_helper.py check-free HOST:PORT...
       Fails when one of these addresses is already taken.
   demo_helper.py wait-listening HOST:PORT... [--pid PID] [--timeout S]
@@ -18,13 +25,16 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import errno
+import io
 import ipaddress
 import os
 import socket
 import socketserver
 import struct
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -84,6 +94,83 @@ def upstream(args: argparse.Namespace) -> int:
     with _Server(("127.0.0.1", args.port), _Echo) as server:
         server.serve_forever()
     return 0
+
+
+# --- proxy-backend -------------------------------------------------------------------------
+
+
+_PRINT_LOCK = threading.Lock()
+
+
+class _ProxyBackend(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        first = self.rfile.readline(65537)
+        request_line = first if not first.startswith(b"PROXY ") else self.rfile.readline(65537)
+        while True:  # the request's header lines, unused
+            line = self.rfile.readline(65537)
+            if line in (b"\r\n", b"\n", b""):
+                break
+        shown = [first] if first is request_line else [first, request_line]
+        # One block per connection on stdout, each line as received (CRLF written as \r\n).
+        text = "".join(
+            "  " + line.decode("latin-1").replace("\r", "\\r").replace("\n", "\\n") + "\n" for line in shown
+        )
+        with _PRINT_LOCK:
+            sys.stdout.write(f"connection from {peer}:\n{text}")
+            sys.stdout.flush()
+        proxy = first.rstrip(b"\r\n") if first.startswith(b"PROXY ") else b"no PROXY header"
+        body = b"proxy-backend received: " + proxy + b"\n"
+        self.wfile.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+            + f"content-length: {len(body)}\r\n".encode()
+            + b"connection: close\r\n\r\n"
+            + body
+        )
+
+
+def proxy_backend(args: argparse.Namespace) -> int:
+    with _Server(("127.0.0.1", args.port), _ProxyBackend) as server:
+        server.serve_forever()
+    return 0
+
+
+# --- haproxy-stat --------------------------------------------------------------------------
+
+
+def haproxy_command(path: str, command: str) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode("latin-1")
+
+
+def haproxy_stat(args: argparse.Namespace) -> int:
+    backend, _, server = args.server.partition("/")
+    deadline = time.monotonic() + args.timeout
+    row: dict[str, str] = {}
+    failed = False
+    while True:
+        text = haproxy_command(args.socket, "show stat").lstrip("# ")
+        rows = [r for r in csv.DictReader(io.StringIO(text)) if r.get("pxname") == backend and r.get("svname") == server]
+        if not rows:
+            print(f"demo: no {args.server} row in show stat:\n{text}", file=sys.stderr)
+            return 1
+        row = rows[0]
+        if row.get("check_status", "").removeprefix("* ") not in ("", "INI", "UNK"):
+            break
+        if time.monotonic() > deadline:
+            print(f"demo: no health check of {args.server} finished after {args.timeout}s", file=sys.stderr)
+            failed = True
+            break
+        time.sleep(0.05)
+    for name in ("pxname", "svname", "status", "check_status", "check_code", "check_desc", "check_duration", "chkfail", "chkdown"):
+        print(f"{name}: {row.get(name, '')}")
+    return 1 if failed else 0
 
 
 # --- request -------------------------------------------------------------------------------
@@ -217,6 +304,14 @@ def main() -> int:
     p.add_argument("-H", "--header", action="append", default=[])
     p.add_argument("url")
     p.set_defaults(run=request)
+    p = commands.add_parser("proxy-backend")
+    p.add_argument("port", type=int)
+    p.set_defaults(run=proxy_backend)
+    p = commands.add_parser("haproxy-stat")
+    p.add_argument("socket")
+    p.add_argument("server", metavar="BACKEND/SERVER")
+    p.add_argument("--timeout", type=float, default=10)
+    p.set_defaults(run=haproxy_stat)
     p = commands.add_parser("check-free")
     p.add_argument("addresses", nargs="+")
     p.set_defaults(run=check_free)
