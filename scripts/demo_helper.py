@@ -13,8 +13,9 @@
       for each connection it prints the first line (the PROXY v1 line) and the HTTP request line
       as received, answers 200 with a one-line body naming that PROXY line, and closes.
   demo_helper.py haproxy-stat SOCKET BACKEND/SERVER [--timeout S]
-      Waits until HAProxy has finished a health check of that server (check_status no longer
-      INI), then prints a few fields of its `show stat` row, read from the stats SOCKET.
+      Waits until HAProxy has finished a health check of that server and none is running
+      (check_status neither INI nor "* ..."), then prints a few fields of its `show stat` row,
+      read from the stats SOCKET.
   demo_helper.py check-free HOST:PORT...
       Fails when one of these addresses is already taken.
   demo_helper.py wait-listening HOST:PORT... [--pid PID] [--timeout S]
@@ -156,19 +157,23 @@ def haproxy_stat(args: argparse.Namespace) -> int:
     failed = False
     while True:
         text = haproxy_command(args.socket, "show stat").lstrip("# ")
-        rows = [r for r in csv.DictReader(io.StringIO(text)) if r.get("pxname") == backend and r.get("svname") == server]
+        rows = [
+            r for r in csv.DictReader(io.StringIO(text)) if r.get("pxname") == backend and r.get("svname") == server
+        ]
         if not rows:
             print(f"demo: no {args.server} row in show stat:\n{text}", file=sys.stderr)
             return 1
         row = rows[0]
-        if row.get("check_status", "").removeprefix("* ") not in ("", "INI", "UNK"):
+        # "* " in front: a check is running; INI: none has finished yet.
+        if row.get("check_status", "") not in ("", "INI", "UNK") and not row["check_status"].startswith("*"):
             break
         if time.monotonic() > deadline:
             print(f"demo: no health check of {args.server} finished after {args.timeout}s", file=sys.stderr)
             failed = True
             break
         time.sleep(0.05)
-    for name in ("pxname", "svname", "status", "check_status", "check_code", "check_desc", "check_duration", "chkfail", "chkdown"):
+    fields = ("pxname", "svname", "status", "check_status", "check_code", "check_desc", "check_duration")
+    for name in fields + ("chkfail", "chkdown"):
         print(f"{name}: {row.get(name, '')}")
     return 1 if failed else 0
 
