@@ -233,6 +233,8 @@ fn walk_name(end: WalkEnd) -> &'static str {
         WalkEnd::AllTrusted => "all_trusted",
         WalkEnd::Malformed => "malformed",
         WalkEnd::Limit => "limit",
+        WalkEnd::Counted => "trusted_hops_counted",
+        WalkEnd::Short => "fewer_than_trusted_hops",
     }
 }
 

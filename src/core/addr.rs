@@ -103,7 +103,13 @@ impl Peer {
     /// Parses the bytes Envoy gives for an address (`source.address`,
     /// `%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%`): `1.2.3.4:80`, `[2001:db8::1]:443`, or a bare IP.
     /// Anything else (a pipe path, stray bytes) is `None`: the caller treats it as malformed.
+    /// So is an unspecified address (`0.0.0.0`, `::`, `::ffff:0.0.0.0`): never a client.
     pub fn parse(bytes: &[u8]) -> Option<Peer> {
+        Peer::parse_any(bytes).filter(|peer| !peer.ip.is_unspecified())
+    }
+
+    /// [`Peer::parse`], unspecified addresses included.
+    pub fn parse_any(bytes: &[u8]) -> Option<Peer> {
         let text = std::str::from_utf8(bytes).ok()?.trim();
         if let Ok(socket) = SocketAddr::from_str(text) {
             return Some(Peer::new(socket.ip(), socket.port()));

@@ -167,6 +167,14 @@ struct RawConfig {
     reject_status: Option<u64>,
     tlv_encoding: TlvEncoding,
     upstream_proxy_protocol: bool,
+    client_header: Option<RawClientHeader>,
+}
+
+#[derive(Debug)]
+struct RawClientHeader {
+    name: String,
+    trusted: Vec<String>,
+    fail_closed: bool,
 }
 
 #[derive(Debug)]
@@ -197,6 +205,8 @@ struct RawRule {
 struct RawXff {
     trusted: Vec<String>,
     max_entries: u64,
+    trusted_hops: u64,
+    source: XffSource,
 }
 
 impl Default for RawXff {
@@ -204,8 +214,40 @@ impl Default for RawXff {
         RawXff {
             trusted: Vec::new(),
             max_entries: DEFAULT_MAX_ENTRIES as u64,
+            trusted_hops: 0,
+            source: XffSource::XForwardedFor,
         }
     }
+}
+
+/// Which request header the walk reads the hops from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XffSource {
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`, its `for=` parameters.
+    Forwarded,
+}
+
+impl XffSource {
+    /// The request header the walk reads.
+    pub fn header(self) -> &'static str {
+        match self {
+            XffSource::XForwardedFor => "x-forwarded-for",
+            XffSource::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// A CDN's client header, validated: when R is in `trusted`, R becomes the header's address.
+#[derive(Debug, Clone)]
+pub struct ClientHeader {
+    /// Lowercase.
+    pub name: String,
+    pub trusted: CidrTable,
+    pub trusted_count: usize,
+    /// A missing or malformed value rejects (`client_header`) instead of keeping R.
+    pub fail_closed: bool,
 }
 
 #[derive(Debug)]
@@ -333,6 +375,12 @@ pub struct Policy {
     /// Envoy sends PROXY upstream: a PROXY header the rules do not use would reach the
     /// upstream (Envoy forwards what its listener filter parsed), so it is refused.
     pub upstream_proxy_protocol: bool,
+    /// `xff.trusted_hops`: 0 walks over trusted addresses; N > 0 takes the N-th element from
+    /// the right (C being hop 1), as Envoy's `xff_num_trusted_hops`.
+    pub xff_hops: usize,
+    /// The header the walk reads.
+    pub xff_source: XffSource,
+    pub client_header: Option<ClientHeader>,
 }
 
 impl Policy {
@@ -701,6 +749,10 @@ const XFF_MODES: &[(&str, XffMode)] = &[
     ("preserve", XffMode::Preserve),
     ("remove", XffMode::Remove),
 ];
+const XFF_SOURCES: &[(&str, XffSource)] = &[
+    ("x-forwarded-for", XffSource::XForwardedFor),
+    ("forwarded", XffSource::Forwarded),
+];
 const FORWARDED_MODES: &[(&str, ForwardedMode)] = &[
     ("none", ForwardedMode::None),
     ("overwrite", ForwardedMode::Overwrite),
@@ -720,6 +772,7 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
             "reject_status",
             "tlv_encoding",
             "upstream_proxy_protocol",
+            "client_header",
         ],
     )
     .map_err(|err| match value {
@@ -748,13 +801,46 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
         }
     }
     if let Some(v) = map.get("xff") {
-        let xff = object("xff", v, &["trusted", "max_entries"])?;
+        let xff = object(
+            "xff",
+            v,
+            &["trusted", "max_entries", "trusted_hops", "source"],
+        )?;
         if let Some(v) = xff.get("trusted") {
             raw.xff.trusted = strings("xff.trusted", v)?;
         }
         if let Some(v) = xff.get("max_entries") {
             raw.xff.max_entries = unsigned("xff.max_entries", v)?;
         }
+        if let Some(v) = xff.get("trusted_hops") {
+            raw.xff.trusted_hops = unsigned("xff.trusted_hops", v)?;
+        }
+        if let Some(v) = xff.get("source") {
+            raw.xff.source = word("xff.source", v, XFF_SOURCES)?;
+        }
+    }
+    if let Some(v) = map.get("client_header") {
+        let header = object("client_header", v, &["name", "trusted", "fail_closed"])?;
+        let missing = |field: &str| {
+            ConfigError::new("client_header", None, format!("missing field `{field}`"))
+        };
+        raw.client_header = Some(RawClientHeader {
+            name: string(
+                "client_header.name",
+                header.get("name").ok_or_else(|| missing("name"))?,
+            )?
+            .to_string(),
+            trusted: strings(
+                "client_header.trusted",
+                header.get("trusted").ok_or_else(|| missing("trusted"))?,
+            )?,
+            fail_closed: match header.get("fail_closed") {
+                None => false,
+                Some(v) => v
+                    .as_bool()
+                    .ok_or_else(|| invalid_type("client_header.fail_closed", v, "a boolean"))?,
+            },
+        });
     }
     if let Some(v) = map.get("headers") {
         let headers = object(
@@ -933,6 +1019,46 @@ fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
 
     let headers = compile_headers(raw.headers)?;
 
+    let xff_hops = usize::try_from(raw.xff.trusted_hops).unwrap_or(usize::MAX);
+    if xff_hops > 0 && raw.xff.trusted.is_empty() {
+        return Err(ConfigError::new(
+            "xff.trusted_hops",
+            None,
+            "needs xff.trusted: the hops are counted only from a connection client trusted by address (list 0.0.0.0/0 and ::/0 to trust every peer, as Envoy's xff_num_trusted_hops does)",
+        ));
+    }
+    if raw.xff.trusted_hops > raw.xff.max_entries {
+        return Err(ConfigError::new(
+            "xff.trusted_hops",
+            Some(&raw.xff.trusted_hops.to_string()),
+            "more than xff.max_entries, the elements the walk examines",
+        ));
+    }
+    let client_header = match raw.client_header {
+        None => None,
+        Some(header) => {
+            let name = header_name("client_header.name", &header.name, true)?;
+            if header.trusted.is_empty() {
+                return Err(ConfigError::new(
+                    "client_header.trusted",
+                    None,
+                    "must list the CIDR blocks of the proxies that send the header",
+                ));
+            }
+            at_most("client_header.trusted", header.trusted.len(), MAX_CIDRS)?;
+            let mut blocks = Vec::with_capacity(header.trusted.len());
+            for (i, text) in header.trusted.iter().enumerate() {
+                blocks.push((parse_cidr(&format!("client_header.trusted[{i}]"), text)?, 0));
+            }
+            Some(ClientHeader {
+                name,
+                trusted_count: blocks.len(),
+                trusted: CidrTable::new(blocks),
+                fail_closed: header.fail_closed,
+            })
+        }
+    };
+
     if raw.upstream_proxy_protocol && raw.mode == Mode::Shadow {
         return Err(ConfigError::new(
             "upstream_proxy_protocol",
@@ -977,6 +1103,9 @@ fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
         tlv_encoding: raw.tlv_encoding,
         tlv_keys_used,
         upstream_proxy_protocol: raw.upstream_proxy_protocol,
+        xff_hops,
+        xff_source: raw.xff.source,
+        client_header,
     })
 }
 

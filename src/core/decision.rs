@@ -6,11 +6,13 @@
 use std::net::IpAddr;
 
 use crate::core::addr::Peer;
-use crate::core::config::{quoted, IfMissing, Mode, Policy, ProxyProtocol};
+use crate::core::config::{quoted, IfMissing, Mode, Policy, ProxyProtocol, XffSource};
 use crate::core::headers::{plan_headers, HeaderView};
 use crate::core::tlv::{decode_stored, TlvEncoding, TlvKey};
 use crate::core::verdict::Outcome;
-use crate::core::xff::{walk, Walk, WalkEnd};
+use crate::core::xff::{
+    count_hops, elements_rev, forwarded_for_rev, parse_element, walk, walk_elements, Walk, WalkEnd,
+};
 
 /// Which filter is deciding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +82,11 @@ pub fn split_peers(bytes: Option<&[u8]>) -> (Observed<Peer>, Option<Peer>) {
         Some(space) => {
             let (direct, source) = bytes.split_at(space);
             let direct = Observed::from_bytes(Some(direct));
-            match (direct, Peer::parse(source)) {
+            match (direct, Peer::parse_any(source)) {
+                // An unspecified PROXY source is no client information: P = D.
+                (Observed::Present(d), Some(p)) if p.ip.is_unspecified() => {
+                    (Observed::Present(d), Some(d))
+                }
                 (Observed::Present(d), Some(p)) => (Observed::Present(d), Some(p)),
                 // Two words, but not two addresses: the value is not what trustip expects.
                 _ => (Observed::Malformed, None),
@@ -105,16 +111,20 @@ pub enum RejectReason {
     /// A PROXY header the rule does not use (`ignore`) while Envoy sends PROXY upstream
     /// (`upstream_proxy_protocol`): the upstream would receive its unverified source.
     ProxyNotForwardable,
+    /// HTTP only: the CDN's client header was missing or malformed from a proxy trusted to send
+    /// it, and `client_header.fail_closed` is set.
+    ClientHeader,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::UntrustedProxy,
         RejectReason::MissingProxy,
         RejectReason::Tlv,
         RejectReason::Denied,
         RejectReason::NoDirectPeer,
         RejectReason::ProxyNotForwardable,
+        RejectReason::ClientHeader,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +135,7 @@ impl RejectReason {
             RejectReason::Denied => "denied",
             RejectReason::NoDirectPeer => "no_direct_peer",
             RejectReason::ProxyNotForwardable => "proxy_not_forwardable",
+            RejectReason::ClientHeader => "client_header",
         }
     }
 
@@ -136,6 +147,7 @@ impl RejectReason {
             RejectReason::Denied => "shadow_denied",
             RejectReason::NoDirectPeer => "shadow_no_direct_peer",
             RejectReason::ProxyNotForwardable => "shadow_proxy_not_forwardable",
+            RejectReason::ClientHeader => "shadow_client_header",
         }
     }
 
@@ -147,6 +159,7 @@ impl RejectReason {
             RejectReason::Denied => "reject_denied",
             RejectReason::NoDirectPeer => "reject_no_direct_peer",
             RejectReason::ProxyNotForwardable => "reject_proxy_not_forwardable",
+            RejectReason::ClientHeader => "reject_client_header",
         }
     }
 
@@ -165,6 +178,8 @@ pub enum Counter {
     /// A load balancer's health check (no client information, from a rule's peers, on one of
     /// its `health_check_paths` in the HTTP role).
     AcceptHealthCheck,
+    /// HTTP only: R from a CDN's client header.
+    AcceptClientHeader,
     Reject(RejectReason),
     Shadow(RejectReason),
     ProxyIgnored,
@@ -174,11 +189,13 @@ pub enum Counter {
     XffMalformed,
     /// HTTP only.
     XffTruncated,
+    /// HTTP only: a trusted proxy's client header was missing or malformed and R was kept.
+    ClientHeaderInvalid,
 }
 
 impl Counter {
     /// Number of distinct counters: the length of a table indexed by [`Counter::index`].
-    pub const COUNT: usize = 8 + 2 * RejectReason::ALL.len();
+    pub const COUNT: usize = 10 + 2 * RejectReason::ALL.len();
 
     /// Every counter, in index order.
     pub fn all() -> impl Iterator<Item = Counter> {
@@ -187,6 +204,7 @@ impl Counter {
             Counter::AcceptDirect,
             Counter::AcceptXff,
             Counter::AcceptHealthCheck,
+            Counter::AcceptClientHeader,
         ]
         .into_iter()
         .chain(RejectReason::ALL.map(Counter::Reject))
@@ -196,6 +214,7 @@ impl Counter {
             Counter::HeadersStripped,
             Counter::XffMalformed,
             Counter::XffTruncated,
+            Counter::ClientHeaderInvalid,
         ])
     }
 
@@ -208,9 +227,13 @@ impl Counter {
         matches!(
             self,
             Counter::AcceptXff
+                | Counter::AcceptClientHeader
                 | Counter::HeadersStripped
                 | Counter::XffMalformed
                 | Counter::XffTruncated
+                | Counter::ClientHeaderInvalid
+                | Counter::Reject(RejectReason::ClientHeader)
+                | Counter::Shadow(RejectReason::ClientHeader)
         )
     }
 
@@ -220,12 +243,14 @@ impl Counter {
             Counter::AcceptDirect => "accept_direct",
             Counter::AcceptXff => "accept_xff",
             Counter::AcceptHealthCheck => "accept_health_check",
+            Counter::AcceptClientHeader => "accept_client_header",
             Counter::Reject(reason) => reason.reject_counter_name(),
             Counter::Shadow(reason) => reason.shadow_name(),
             Counter::ProxyIgnored => "proxy_ignored",
             Counter::HeadersStripped => "headers_stripped",
             Counter::XffMalformed => "xff_malformed",
             Counter::XffTruncated => "xff_truncated",
+            Counter::ClientHeaderInvalid => "client_header_invalid",
         }
     }
 
@@ -237,12 +262,14 @@ impl Counter {
             Counter::AcceptDirect => 1,
             Counter::AcceptXff => 2,
             Counter::AcceptHealthCheck => 3,
-            Counter::Reject(reason) => 4 + reason.index(),
-            Counter::Shadow(reason) => 4 + reasons + reason.index(),
-            Counter::ProxyIgnored => 4 + 2 * reasons,
-            Counter::HeadersStripped => 5 + 2 * reasons,
-            Counter::XffMalformed => 6 + 2 * reasons,
-            Counter::XffTruncated => 7 + 2 * reasons,
+            Counter::AcceptClientHeader => 4,
+            Counter::Reject(reason) => 5 + reason.index(),
+            Counter::Shadow(reason) => 5 + reasons + reason.index(),
+            Counter::ProxyIgnored => 5 + 2 * reasons,
+            Counter::HeadersStripped => 6 + 2 * reasons,
+            Counter::XffMalformed => 7 + 2 * reasons,
+            Counter::XffTruncated => 8 + 2 * reasons,
+            Counter::ClientHeaderInvalid => 9 + 2 * reasons,
         }
     }
 }
@@ -533,6 +560,19 @@ pub struct RequestDecision {
     pub walk_end: WalkEnd,
     /// Incoming headers the strip step removed.
     pub stripped: u32,
+    /// What the CDN's client header gave (`client_header`).
+    pub client_header: HeaderUse,
+}
+
+/// The CDN's client header on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderUse {
+    /// Not configured, or R is not a proxy trusted to send it (it is removed).
+    NotTrusted,
+    /// R came from it.
+    Used,
+    /// From a trusted proxy but missing or malformed: R kept (or refused, `fail_closed`).
+    Invalid,
 }
 
 impl RequestDecision {
@@ -549,6 +589,9 @@ impl RequestDecision {
     /// the connection's outcome.
     pub fn outcome(&self) -> Outcome {
         match self.connection.outcome() {
+            Outcome::Proxy | Outcome::Direct if self.client_header == HeaderUse::Used => {
+                Outcome::ClientHeader
+            }
             Outcome::Proxy | Outcome::Direct if self.moved() => Outcome::Xff,
             other => other,
         }
@@ -561,49 +604,95 @@ impl RequestDecision {
 
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// Walks X-Forwarded-For from the connection client and plans the request-header changes into
-/// `view`. Reads X-Forwarded-For only when the walk or the append mode needs it.
+/// Walks X-Forwarded-For (or `Forwarded`) from the connection client, applies a CDN's client
+/// header, and plans the request-header changes into `view`. Reads each header only when the
+/// walk, the client header or the append mode needs it.
 pub fn decide_request<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
     policy: &'p Policy,
-    connection: ConnectionDecision,
+    mut connection: ConnectionDecision,
     view: &mut HeaderView<'p, R>,
 ) -> RequestDecision {
+    let refused = |connection| RequestDecision {
+        connection,
+        client: None,
+        chain: Vec::new(),
+        walk_end: WalkEnd::NotTrusted,
+        stripped: 0,
+        client_header: HeaderUse::NotTrusted,
+    };
     let Some(c) = connection.client else {
-        return RequestDecision {
-            connection,
-            client: None,
-            chain: Vec::new(),
-            walk_end: WalkEnd::NotTrusted,
-            stripped: 0,
-        };
+        return refused(connection);
     };
     // A health check brings no client information: its X-Forwarded-For is never walked (R = C),
     // and the client headers it carries are stripped as from an untrusted client.
     let trusted = connection.via != Via::HealthCheck && policy.xff_trusts(c);
-    let needs_incoming =
-        trusted || policy.headers.x_forwarded_for == crate::core::config::XffMode::Append;
-    let incoming = if needs_incoming {
-        view.incoming(X_FORWARDED_FOR).map(<[u8]>::to_vec)
+    let value = if trusted {
+        view.incoming(policy.xff_source.header())
+            .map(<[u8]>::to_vec)
     } else {
         None
     };
-    let outcome = match (&incoming, trusted) {
-        (Some(value), true) => walk(
-            c,
-            std::slice::from_ref(value),
-            policy.xff_table(),
-            policy.xff_max_entries,
-        ),
-        (None, true) => Walk::none(c, WalkEnd::AllTrusted),
-        (_, false) => Walk::none(c, WalkEnd::NotTrusted),
+    let hops = policy.xff_hops;
+    let mut outcome = match &value {
+        _ if !trusted => Walk::none(c, WalkEnd::NotTrusted),
+        None if hops > 0 => Walk::none(c, WalkEnd::Short),
+        None => Walk::none(c, WalkEnd::AllTrusted),
+        Some(value) => {
+            let lines = std::slice::from_ref(value);
+            let (table, max) = (policy.xff_table(), policy.xff_max_entries);
+            match (policy.xff_source, hops) {
+                (XffSource::XForwardedFor, 0) => walk(c, lines, table, max),
+                (XffSource::XForwardedFor, n) => count_hops(c, elements_rev(lines), n),
+                (XffSource::Forwarded, 0) => walk_elements(c, forwarded_for_rev(lines), table, max),
+                (XffSource::Forwarded, n) => count_hops(c, forwarded_for_rev(lines), n),
+            }
+        }
     };
-    let stripped = plan_headers(policy, &connection, trusted, &outcome, view);
+
+    // A CDN's client header: R moves to its address when R is a proxy trusted to send it.
+    let mut client_header = HeaderUse::NotTrusted;
+    if let Some(header) = &policy.client_header {
+        if header.trusted.contains(outcome.client) {
+            let given = view
+                .incoming(&header.name)
+                .filter(|v| !v.contains(&b','))
+                .and_then(parse_element);
+            match given {
+                Some(ip) => {
+                    client_header = HeaderUse::Used;
+                    if outcome.chain.first() != Some(&ip) {
+                        outcome.chain.insert(0, ip);
+                        outcome.texts.insert(0, None);
+                    }
+                    outcome.client = ip;
+                }
+                None => {
+                    client_header = HeaderUse::Invalid;
+                    if header.fail_closed {
+                        connection.rejection = Some(Rejection {
+                            reason: RejectReason::ClientHeader,
+                            detail: Some(format!(
+                                "{} missing or not one address from {}",
+                                header.name, outcome.client
+                            )),
+                        });
+                        if policy.mode == Mode::Enforce {
+                            connection.client = None;
+                            return refused(connection);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let stripped = plan_headers(policy, &connection, trusted, &outcome, client_header, view);
     RequestDecision {
         connection,
         client: Some(outcome.client),
         chain: outcome.chain,
         walk_end: outcome.end,
         stripped,
+        client_header,
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use crate::core::addr::push_ip;
 use crate::core::config::{ForwardedMode, Policy, XffMode};
-use crate::core::decision::{ConnectionDecision, X_FORWARDED_FOR};
+use crate::core::decision::{ConnectionDecision, HeaderUse, X_FORWARDED_FOR};
 use crate::core::xff::Walk;
 
 pub const FORWARDED: &str = "forwarded";
@@ -106,12 +106,14 @@ fn appended(incoming: Option<&[u8]>, element: &[u8]) -> Vec<u8> {
 }
 
 /// Plans the header steps into `view.ops`; returns how many incoming headers the strip step
-/// removes. `c_trusted`: C is in `xff.trusted`.
+/// removes. `c_trusted`: C is in `xff.trusted`; `client_header`: what the CDN's client header
+/// gave.
 pub fn plan_headers<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
     policy: &'p Policy,
     connection: &ConnectionDecision,
     c_trusted: bool,
     walk: &Walk,
+    client_header: HeaderUse,
     view: &mut HeaderView<'p, R>,
 ) -> u32 {
     let Some(c) = connection.client else {
@@ -168,6 +170,14 @@ pub fn plan_headers<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
     push_ip(&mut client, walk.client);
     for name in &rules.set {
         view.ops.push(HeaderOp::Set(name, client.clone()));
+    }
+    // The CDN's client header: R when R came from it, otherwise removed (whoever sent it was
+    // not trusted for it, or sent something that is not an address).
+    if let Some(header) = &policy.client_header {
+        view.ops.push(match client_header {
+            HeaderUse::Used => HeaderOp::Set(&header.name, client.clone()),
+            HeaderUse::NotTrusted | HeaderUse::Invalid => HeaderOp::Remove(&header.name),
+        });
     }
 
     // 5. TLV values, only from PROXY information that was used; never from the client.

@@ -9,7 +9,7 @@ use crate::core::addr::{push_ip, Peer};
 use crate::core::config::{quoted, Policy};
 use crate::core::decision::{
     check_health_path, decide_connection, decide_request, split_peers, ConnectionDecision, Counter,
-    Observed, RejectReason, Role, Via,
+    HeaderUse, Observed, RejectReason, RequestDecision, Role, Via,
 };
 use crate::core::headers::{HeaderOp, HeaderView};
 use crate::core::names;
@@ -42,6 +42,8 @@ pub enum Outcome {
     /// C = D: the load balancer's own health check (no client information, from the peers of
     /// a `require` rule with `health_check_paths`).
     HealthCheck,
+    /// R from a CDN's client header, sent by a proxy trusted for it (HTTP role).
+    ClientHeader,
     /// Refused: the connection is closed or the request answered locally.
     Rejected(RejectReason),
     /// Would be refused in enforce mode; proceeds (shadow mode).
@@ -56,6 +58,7 @@ impl Outcome {
             Outcome::Direct => "direct",
             Outcome::Xff => "xff",
             Outcome::HealthCheck => "health_check",
+            Outcome::ClientHeader => "client_header",
             Outcome::Rejected(reason) => reason.name(),
             Outcome::Shadow(reason) => reason.shadow_name(),
         }
@@ -167,6 +170,33 @@ fn carry_on<'p>(
         let path = host.header(names::PATH_HEADER);
         check_health_path(policy, &mut connection, path.as_deref());
     }
+    // The request step (HTTP role), which can refuse too (`client_header.fail_closed`).
+    let mut request = None;
+    if role == Role::Http && !connection.rejected() {
+        let mut view = HeaderView::new(|name: &str| host.header(name));
+        let decision = decide_request(policy, connection, &mut view);
+        let (outcome, moved) = (decision.outcome(), decision.moved());
+        let RequestDecision {
+            connection: decided,
+            client,
+            chain,
+            walk_end,
+            stripped,
+            client_header,
+        } = decision;
+        connection = decided;
+        request = Some((
+            outcome,
+            moved,
+            client,
+            chain,
+            walk_end,
+            stripped,
+            client_header,
+            view.ops,
+        ));
+    }
+
     let log = rejection_log(&connection);
     let hint = match (&connection.rejection, connection.direct_peer) {
         (Some(_), Observed::Absent | Observed::Malformed) => {
@@ -174,7 +204,6 @@ fn carry_on<'p>(
         }
         _ => None,
     };
-
     let mut counters = Vec::with_capacity(4);
     if connection.proxy_ignored {
         counters.push((Counter::ProxyIgnored, 1));
@@ -206,49 +235,37 @@ fn carry_on<'p>(
         _ => {}
     }
 
-    let (outcome, client, headers, request, connection, moved) = if role.per_connection() {
-        let client = connection.client;
-        (
-            connection.outcome(),
-            client,
-            Vec::new(),
-            None,
+    let Some((outcome, moved, client, chain, walk_end, stripped, client_header, headers)) = request
+    else {
+        // A per-connection role.
+        counters.push((accept_counter(via, false, HeaderUse::NotTrusted), 1));
+        return Verdict {
+            role,
+            outcome: connection.outcome(),
+            action: Action::Continue,
+            headers: Vec::new(),
+            client: connection.client,
+            counters,
+            log,
+            hint,
             connection,
-            false,
-        )
-    } else {
-        let mut view = HeaderView::new(|name: &str| host.header(name));
-        let decision = decide_request(policy, connection, &mut view);
-        if decision.stripped > 0 {
-            counters.push((Counter::HeadersStripped, decision.stripped));
-        }
-        match decision.walk_end {
-            WalkEnd::Malformed => counters.push((Counter::XffMalformed, 1)),
-            WalkEnd::Limit => counters.push((Counter::XffTruncated, 1)),
-            _ => {}
-        }
-        let (outcome, moved) = (decision.outcome(), decision.moved());
-        let part = RequestPart {
-            chain: decision.chain,
-            walk_end: decision.walk_end,
+            request: None,
         };
-        let ops = view.ops;
-        (
-            outcome,
-            decision.client,
-            ops,
-            Some(part),
-            decision.connection,
-            moved,
-        )
     };
-    let accept = match (moved, via) {
-        (true, _) => Counter::AcceptXff,
-        (false, Via::Proxy) => Counter::AcceptProxy,
-        (false, Via::Direct) => Counter::AcceptDirect,
-        (false, Via::HealthCheck) => Counter::AcceptHealthCheck,
-    };
-    counters.push((accept, 1));
+    if stripped > 0 {
+        counters.push((Counter::HeadersStripped, stripped));
+    }
+    match walk_end {
+        WalkEnd::Malformed => counters.push((Counter::XffMalformed, 1)),
+        WalkEnd::Limit => counters.push((Counter::XffTruncated, 1)),
+        _ => {}
+    }
+    let refused_header =
+        matches!(&connection.rejection, Some(r) if r.reason == RejectReason::ClientHeader);
+    if client_header == HeaderUse::Invalid && !refused_header {
+        counters.push((Counter::ClientHeaderInvalid, 1));
+    }
+    counters.push((accept_counter(via, moved, client_header), 1));
     Verdict {
         role,
         outcome,
@@ -259,7 +276,18 @@ fn carry_on<'p>(
         log,
         hint,
         connection,
-        request,
+        request: Some(RequestPart { chain, walk_end }),
+    }
+}
+
+/// The one accept counter of an accepted decision.
+fn accept_counter(via: Via, moved: bool, client_header: HeaderUse) -> Counter {
+    match (client_header, moved, via) {
+        (HeaderUse::Used, _, _) => Counter::AcceptClientHeader,
+        (_, true, _) => Counter::AcceptXff,
+        (_, false, Via::Proxy) => Counter::AcceptProxy,
+        (_, false, Via::Direct) => Counter::AcceptDirect,
+        (_, false, Via::HealthCheck) => Counter::AcceptHealthCheck,
     }
 }
 

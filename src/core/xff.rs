@@ -1,5 +1,6 @@
-//! X-Forwarded-For: a lazy, borrowing parser of its elements (right to left) and the walk over
-//! trusted proxies that finds the client.
+//! X-Forwarded-For and RFC 7239 `Forwarded`: lazy, borrowing parsers of their elements (right
+//! to left) and the walk over trusted proxies (or a count of trusted hops) that finds the
+//! client.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
@@ -12,7 +13,8 @@ const MAX_ELEMENT: usize = 64;
 
 /// Parses one X-Forwarded-For element: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`,
 /// `[2001:db8::1]`, `[2001:db8::1]:443`, with surrounding whitespace. Zone ids, `unknown`,
-/// obfuscated identifiers and anything else are `None` (malformed).
+/// obfuscated identifiers, unspecified addresses (`0.0.0.0`, `::`, `::ffff:0.0.0.0`: never a
+/// client) and anything else are `None` (malformed).
 pub fn parse_element(raw: &[u8]) -> Option<IpAddr> {
     parse_element_text(raw).map(|(ip, _)| ip)
 }
@@ -24,10 +26,11 @@ pub fn parse_element_text(raw: &[u8]) -> Option<(IpAddr, Option<&[u8]>)> {
     if raw.is_empty() || raw.len() > MAX_ELEMENT {
         return None;
     }
-    if let Some(v4) = parse_plain_ipv4(raw) {
-        return Some((IpAddr::V4(v4), Some(raw)));
-    }
-    parse_general(raw).map(|ip| (ip, None))
+    let (ip, text) = match parse_plain_ipv4(raw) {
+        Some(v4) => (IpAddr::V4(v4), Some(raw)),
+        None => (parse_general(raw)?, None),
+    };
+    (!ip.is_unspecified()).then_some((ip, text))
 }
 
 fn parse_general(raw: &[u8]) -> Option<IpAddr> {
@@ -139,6 +142,68 @@ impl<'a> Iterator for ElementsRev<'a> {
     }
 }
 
+/// The `for=` values of RFC 7239 `Forwarded` lines, last line first, each right to left: the
+/// value unquoted (`"[2001:db8::1]:443"` gives `[2001:db8::1]:443`), or an empty slice for an
+/// element without `for=` or with a quoted value trustip does not read (escapes), which the
+/// walk treats as malformed like `unknown` and obfuscated identifiers.
+pub fn forwarded_for_rev<L: AsRef<[u8]>>(lines: &[L]) -> impl Iterator<Item = &[u8]> {
+    lines
+        .iter()
+        .map(AsRef::as_ref)
+        .rev()
+        .filter(|line| !line.trim_ascii().is_empty())
+        .flat_map(|line| {
+            let mut values = Vec::new();
+            for_values(line, &mut values);
+            values.into_iter().rev()
+        })
+}
+
+/// The `for=` value of each comma-separated element of one `Forwarded` line, in order. Commas
+/// and semicolons inside quoted strings do not split.
+fn for_values<'a>(line: &'a [u8], out: &mut Vec<&'a [u8]>) {
+    let mut value: &[u8] = &[];
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, byte) in line.iter().enumerate() {
+        match byte {
+            b'"' => quoted = !quoted,
+            b';' | b',' if !quoted => {
+                if let Some(found) = for_pair(line.get(start..i).unwrap_or_default()) {
+                    value = found;
+                }
+                start = i + 1;
+                if *byte == b',' {
+                    out.push(value);
+                    value = &[];
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(found) = for_pair(line.get(start..).unwrap_or_default()) {
+        value = found;
+    }
+    out.push(value);
+}
+
+/// The value of a `for=` pair (case-insensitive name), unquoted; `None` for another pair.
+fn for_pair(pair: &[u8]) -> Option<&[u8]> {
+    let pair = pair.trim_ascii();
+    let (name, value) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
+    if !name.trim_ascii().eq_ignore_ascii_case(b"for") {
+        return None;
+    }
+    let value = value.get(1..).unwrap_or_default().trim_ascii();
+    match value.strip_prefix(b"\"") {
+        Some(inner) => match inner.strip_suffix(b"\"") {
+            Some(inner) if !inner.contains(&b'\\') && !inner.contains(&b'"') => Some(inner),
+            _ => Some(&[]),
+        },
+        None => Some(value),
+    }
+}
+
 /// Why the walk stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalkEnd {
@@ -152,6 +217,11 @@ pub enum WalkEnd {
     Malformed,
     /// `max_entries` elements were examined.
     Limit,
+    /// `xff.trusted_hops`: the N-th element from the right is the client.
+    Counted,
+    /// `xff.trusted_hops`: fewer than N elements, so the client is C (as Envoy falls back to
+    /// the remote address).
+    Short,
 }
 
 /// The outcome of the walk: the client R and the verified chain, from R to C, left to right.
@@ -185,6 +255,53 @@ pub fn walk<'a, L: AsRef<[u8]>>(
     trusted: &CidrTable,
     max_entries: usize,
 ) -> Walk<'a> {
+    walk_elements(c, elements_rev(lines), trusted, max_entries)
+}
+
+/// With `hops` > 0 trusted hops (C being the first): the `hops`-th element from the right is
+/// the client and the elements right of it are the hops, whatever their addresses, as Envoy's
+/// `use_remote_address` with `xff_num_trusted_hops`. Fewer elements (`Short`), or a malformed
+/// one among them (`Malformed`): the client is C.
+pub fn count_hops<'a>(
+    c: IpAddr,
+    elements: impl Iterator<Item = &'a [u8]>,
+    hops: usize,
+) -> Walk<'a> {
+    let mut chain = Vec::with_capacity(hops + 1);
+    let mut texts = Vec::with_capacity(hops + 1);
+    chain.push(c);
+    texts.push(None);
+    let mut seen = 0;
+    for raw in elements.take(hops) {
+        let Some((ip, text)) = parse_element_text(raw) else {
+            return Walk::none(c, WalkEnd::Malformed);
+        };
+        seen += 1;
+        if chain.last() != Some(&ip) {
+            chain.push(ip);
+            texts.push(text);
+        }
+    }
+    if seen < hops {
+        return Walk::none(c, WalkEnd::Short);
+    }
+    chain.reverse();
+    texts.reverse();
+    Walk {
+        client: chain.first().copied().unwrap_or(c),
+        chain,
+        texts,
+        end: WalkEnd::Counted,
+    }
+}
+
+/// [`walk`] over any elements, nearest first.
+pub fn walk_elements<'a>(
+    c: IpAddr,
+    elements: impl Iterator<Item = &'a [u8]>,
+    trusted: &CidrTable,
+    max_entries: usize,
+) -> Walk<'a> {
     // Built nearest first (C, then the elements right to left), reversed at the end. A hop
     // equal to its neighbour (R = C, or an address a proxy appended twice) is written once.
     let capacity = max_entries.min(32) + 1;
@@ -193,7 +310,7 @@ pub fn walk<'a, L: AsRef<[u8]>>(
     chain.push(c);
     texts.push(None);
     let mut end = WalkEnd::AllTrusted;
-    for (count, raw) in elements_rev(lines).enumerate() {
+    for (count, raw) in elements.enumerate() {
         if count >= max_entries {
             end = WalkEnd::Limit;
             break;
@@ -292,12 +409,11 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(&raw)
             );
-            // Through the element parser: the fast path's text is the element itself.
+            // Through the element parser: the fast path's text is the element itself (and
+            // 0.0.0.0 is never a client).
             if let Some(ip) = std {
-                prop_assert_eq!(
-                    parse_element_text(&raw),
-                    Some((IpAddr::V4(ip), Some(&raw[..])))
-                );
+                let want = (!ip.is_unspecified()).then_some((IpAddr::V4(ip), Some(&raw[..])));
+                prop_assert_eq!(parse_element_text(&raw), want);
             }
             Ok(std.is_some())
         })
@@ -346,7 +462,14 @@ mod tests {
             (b"1.2.3.4.5", None),
             (b"1..3.4", None),
             (b"255.255.255.255", Some("255.255.255.255")),
-            (b"0.0.0.0", Some("0.0.0.0")),
+            // Unspecified addresses are never a client, in any spelling.
+            (b"0.0.0.0", None),
+            (b"0.0.0.0:80", None),
+            (b"::", None),
+            (b"[::]:443", None),
+            (b"::ffff:0.0.0.0", None),
+            (b"[::ffff:0.0.0.0]", None),
+            (b"0.0.0.1", Some("0.0.0.1")),
             (b"1.2.3.04", None),
             (b"1.2.3.0", Some("1.2.3.0")),
             (b"100.200.250.255", Some("100.200.250.255")),
