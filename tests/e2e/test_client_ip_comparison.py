@@ -9,9 +9,9 @@ The same requests go to three systems, each run for real:
   address after detection: the route adds it to the upstream request as a header
   (`%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`), read back from the recording echo server. That
   formatter reads the stream's address provider, which the HCM overwrites with the detected
-  address, so it holds whatever Envoy would log, rate-limit or authorize on; Envoy's own
-  `x-envoy-external-address` is not used because Envoy leaves it out for internal (loopback,
-  RFC 1918) addresses.
+  address, so it holds whatever Envoy would log, rate-limit or authorize on. Envoy's own
+  `x-envoy-external-address` would not do: Envoy sets it only with `use_remote_address: true`,
+  which the detection extensions cannot be combined with (checked below).
 - Debian's nginx with the realip module (harness/nginx.py), one server per setting:
   X-Forwarded-For with `real_ip_recursive off` and `on`, and CF-Connecting-IP, each with
   `set_real_ip_from 127.0.0.5`. The body is `$remote_addr`.
@@ -432,6 +432,19 @@ def test_nginx_has_the_realip_module():
 
     out = subprocess.run([NGINX_BIN, "-V"], capture_output=True, text=True)
     assert "--with-http_realip_module" in out.stderr + out.stdout, out.stderr
+
+
+def test_envoy_refuses_the_extensions_with_use_remote_address(workdir):
+    """Why the extension listeners keep `use_remote_address: false` (the doc says so): Envoy
+    refuses a configuration that mixes them."""
+    config, _ = envoy_bootstrap(free_port())
+    hcm = config["static_resources"]["listeners"][2]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert "original_ip_detection_extensions" in hcm
+    hcm["use_remote_address"] = True
+    envoy = Envoy(config, name="client-ip-mixed", workdir=workdir("client-ip-mixed"))
+    code = envoy.run_to_exit()
+    assert code not in (0, None), f"Envoy accepted the mix (exit {code})"
+    assert "Original IP detection extensions and use_remote_address may not be mixed" in envoy.output_text()
 
 
 def test_the_measured_tables_are_the_ones_in_the_doc(reference, trustip, build):
