@@ -11,7 +11,7 @@ use crate::core::headers::{plan_headers, HeaderView};
 use crate::core::tlv::{decode_stored, TlvEncoding, TlvKey};
 use crate::core::verdict::Outcome;
 use crate::core::xff::{
-    count_hops, elements_rev, forwarded_for_rev, parse_element, walk, walk_elements, Walk, WalkEnd,
+    count_hops, elements_rev, forwarded_for_rev, parse_element, walk_elements, Walk, WalkEnd,
 };
 
 /// Which filter is deciding.
@@ -639,12 +639,20 @@ pub fn decide_request<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
         None => Walk::none(c, WalkEnd::AllTrusted),
         Some(value) => {
             let lines = std::slice::from_ref(value);
-            let (table, max) = (policy.xff_table(), policy.xff_max_entries);
-            match (policy.xff_source, hops) {
-                (XffSource::XForwardedFor, 0) => walk(c, lines, table, max),
-                (XffSource::XForwardedFor, n) => count_hops(c, elements_rev(lines), n),
-                (XffSource::Forwarded, 0) => walk_elements(c, forwarded_for_rev(lines), table, max),
-                (XffSource::Forwarded, n) => count_hops(c, forwarded_for_rev(lines), n),
+            let (mut xff, mut forwarded);
+            let elements: &mut dyn Iterator<Item = &[u8]> = match policy.xff_source {
+                XffSource::XForwardedFor => {
+                    xff = elements_rev(lines);
+                    &mut xff
+                }
+                XffSource::Forwarded => {
+                    forwarded = forwarded_for_rev(lines);
+                    &mut forwarded
+                }
+            };
+            match hops {
+                0 => walk_elements(c, elements, policy.xff_table(), policy.xff_max_entries),
+                n => count_hops(c, elements, n),
             }
         }
     };
@@ -699,3 +707,7 @@ pub fn decide_request<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
 #[cfg(test)]
 #[path = "decision_tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "sources_tests.rs"]
+mod sources_tests;

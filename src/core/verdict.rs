@@ -82,6 +82,8 @@ pub struct RequestPart {
     /// The verified chain, R first, C last.
     pub chain: Vec<IpAddr>,
     pub walk_end: WalkEnd,
+    /// What the CDN's client header gave.
+    pub client_header: HeaderUse,
 }
 
 /// Everything the glue must do, and everything `explain` shows.
@@ -276,7 +278,11 @@ fn carry_on<'p>(
         log,
         hint,
         connection,
-        request: Some(RequestPart { chain, walk_end }),
+        request: Some(RequestPart {
+            chain,
+            walk_end,
+            client_header,
+        }),
     }
 }
 
