@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 
 import pytest
 
 from harness import client, names
-from harness.envoy import REPO, WASM, Envoy, EnvoyWithListeners, Listener
-from harness.nginx import Nginx, RealIp
+from harness.envoy import ENVOY_BIN, REPO, WASM, Envoy, EnvoyWithListeners, Listener
+from harness.nginx import NGINX_BIN, Nginx, RealIp
 from harness.net import free_port
 
 EDGE = "127.0.0.5"  # the trusted proxy / CDN edge
@@ -424,14 +425,18 @@ def doc_tables() -> list[list[list[str]]]:
 _WRITTEN: list[str] = []  # the build whose tables TRUSTIP_UPDATE_DOC=1 wrote in this run
 
 
-def test_nginx_has_the_realip_module():
-    """The reference is Debian's nginx built with the realip module (`nginx -V`)."""
-    import subprocess
-
-    from harness.nginx import NGINX_BIN
-
-    out = subprocess.run([NGINX_BIN, "-V"], capture_output=True, text=True)
-    assert "--with-http_realip_module" in out.stderr + out.stdout, out.stderr
+def test_the_references_are_the_ones_the_doc_names():
+    """The doc names the versions measured: Envoy 1.40 and Debian's nginx 1.22, built with the
+    realip module (`nginx -V`)."""
+    text = DOC.read_text()
+    nginx = subprocess.run([NGINX_BIN, "-V"], capture_output=True, text=True)
+    nginx_out = nginx.stderr + nginx.stdout
+    assert "--with-http_realip_module" in nginx_out, nginx_out
+    nginx_version = re.search(r"nginx/(\d+\.\d+)", nginx_out).group(1)
+    assert f"**nginx {nginx_version}**" in text, f"the doc does not name nginx {nginx_version}"
+    envoy = subprocess.run([str(ENVOY_BIN), "--version"], capture_output=True, text=True).stdout
+    envoy_version = re.search(r"/(\d+\.\d+)\.\d+/", envoy).group(1)
+    assert f"**Envoy {envoy_version}**" in text, f"the doc does not name Envoy {envoy_version}"
 
 
 def test_envoy_refuses_the_extensions_with_use_remote_address(workdir):

@@ -90,6 +90,8 @@ class Nginx:
         return [NGINX_BIN, "-p", str(self.workdir), "-e", str(self.error_log), "-c", str(self.config_path), *extra]
 
     def start(self) -> "Nginx":
+        if not Path(NGINX_BIN).is_file():
+            raise RuntimeError(f"{NGINX_BIN} does not exist: install Debian's nginx (scripts/setup does, as root)")
         check = subprocess.run(self._command("-t"), capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"nginx refused its config:\n{check.stdout}{check.stderr}\n{self.config()}")
