@@ -13,7 +13,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use crate::core::addr::{push_ip, Peer};
 use crate::core::config::{ForwardedMode, Mode, Policy, ProxyProtocol, XffMode};
-use crate::core::decision::{Counter, Observed, RejectReason, Role, Via};
+use crate::core::decision::{Counter, HeaderUse, Observed, RejectReason, Role, Via};
 use crate::core::headers::{forwarded_element, HeaderList};
 use crate::core::inputs::{Inputs, Read};
 use crate::core::tlv::{decode, TlvKey};
@@ -84,6 +84,57 @@ const HEALTH_POLICY: &str = r#"{"mode":"enforce","upstream_proxy_protocol":true,
   "xff":{"trusted":["10.0.0.0/8","2001:db8::/32","127.0.0.5"],"max_entries":8},
   "headers":{"x_forwarded_for":"append","forwarded":"append","set":["x-real-ip"],
              "tlv":{"aws_vpce_id":"x-amzn-vpce-id","unique_id":"x-unique-id"}}}"#;
+
+/// [`POLICY`]'s rules with the other sources of R: two trusted hops counted from a trusted C,
+/// and a CDN's client header believed from 10/8 and 198.51.100/24.
+const SOURCES_POLICY: &str = r#"{"mode":"enforce","rules":[
+  {"from":["127.0.0.5","::1"],"proxy_protocol":"require","tlvs":{"aws_vpce_id":["vpce-1"]}},
+  {"from":["10.0.0.0/8"],"proxy_protocol":"use"},
+  {"from":["192.168.0.0/16"],"proxy_protocol":"ignore"}],
+  "xff":{"trusted":["10.0.0.0/8","2001:db8::/32"],"trusted_hops":2,"max_entries":8},
+  "client_header":{"name":"cf-connecting-ip","trusted":["10.0.0.0/8","198.51.100.0/24"]},
+  "headers":{"x_forwarded_for":"overwrite","set":["x-real-ip"]}}"#;
+
+/// RFC 7239 `Forwarded` as the walk's input, in shadow mode, with a fail-closed client header.
+const FORWARDED_POLICY: &str = r#"{"mode":"shadow","rules":[
+  {"from":["10.0.0.0/8"],"proxy_protocol":"use"}],
+  "xff":{"trusted":["10.0.0.0/8","2001:db8::/32"],"source":"forwarded","max_entries":6},
+  "client_header":{"name":"cf-connecting-ip","trusted":["198.51.100.0/24"],"fail_closed":true},
+  "headers":{"x_forwarded_for":"append","forwarded":"overwrite","set":["x-real-ip"]}}"#;
+
+/// A `Forwarded` line naming these hops (quoted, bracketed IPv6; now and then `unknown`).
+fn forwarded_line() -> impl Strategy<Value = Vec<u8>> {
+    xff_lines().prop_flat_map(|(hops, _)| {
+        let forms: Vec<_> = hops
+            .iter()
+            .map(|ip| {
+                let ip = *ip;
+                prop_oneof![
+                    6 => Just(match ip {
+                        IpAddr::V4(v4) => format!("for={v4}"),
+                        IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+                    }),
+                    2 => any::<u16>().prop_map(move |p| match ip {
+                        IpAddr::V4(v4) => format!("for=\"{v4}:{p}\";proto=https"),
+                        IpAddr::V6(v6) => format!("by=x;For=\"[{v6}]:{p}\""),
+                    }),
+                    1 => Just("for=unknown".to_string()),
+                ]
+            })
+            .collect();
+        forms.prop_map(|elements| elements.join(", ").into_bytes())
+    })
+}
+
+/// A CDN client header's value: an address, or what is not one.
+fn client_header_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        6 => address().prop_map(text),
+        1 => Just(b"0.0.0.0".to_vec()),
+        1 => Just(b"203.0.113.9, 198.51.100.1".to_vec()),
+        1 => proptest::collection::vec(any::<u8>(), 0..20),
+    ]
+}
 
 /// Request paths: the health-check ones (with and without a query), near misses, garbage.
 fn request_path() -> impl Strategy<Value = Vec<u8>> {
@@ -238,6 +289,14 @@ fn expected_header(
     if let Some((key, _)) = rules.tlv.iter().find(|(_, n)| n == name) {
         return verdict.connection.tlv(*key).map(|v| v.as_bytes().to_vec());
     }
+    // A CDN's client header: R when R came from it, otherwise never passed on.
+    if policy
+        .client_header
+        .as_ref()
+        .is_some_and(|h| h.name == name)
+    {
+        return (request.client_header == HeaderUse::Used).then(|| text(r));
+    }
     if rules.set.iter().any(|n| n == name) {
         return Some(text(r));
     }
@@ -275,6 +334,7 @@ fn header_names(policy: &Policy, incoming: &HeaderList) -> Vec<String> {
     names.extend(policy.headers.strip.iter().cloned());
     names.extend(policy.headers.tlv.iter().map(|(_, n)| n.clone()));
     names.extend(["x-forwarded-for".to_string(), "forwarded".to_string()]);
+    names.extend(policy.client_header.iter().map(|h| h.name.clone()));
     names.sort();
     names.dedup();
     names
@@ -369,6 +429,10 @@ fn check_verdict(
         (None, Outcome::Proxy) => prop_assert_eq!(connection.via, Via::Proxy),
         (None, Outcome::Direct) => prop_assert_eq!(connection.via, Via::Direct),
         (None, Outcome::HealthCheck) => prop_assert_eq!(connection.via, Via::HealthCheck),
+        (None, Outcome::ClientHeader) => prop_assert_eq!(
+            verdict.request.as_ref().map(|q| q.client_header),
+            Some(HeaderUse::Used)
+        ),
         (None, Outcome::Xff) => prop_assert_ne!(r, c),
         (rejection, outcome) => {
             return Err(TestCaseError::fail(format!(
@@ -377,7 +441,10 @@ fn check_verdict(
         }
     }
     if connection.rejection.is_none() {
-        prop_assert_eq!(verdict.outcome == Outcome::Xff, r != c);
+        prop_assert_eq!(
+            matches!(verdict.outcome, Outcome::Xff | Outcome::ClientHeader),
+            r != c
+        );
     }
     // Exactly one accept counter, and the right one.
     let accepts: Vec<Counter> = verdict
@@ -391,10 +458,16 @@ fn check_verdict(
                     | Counter::AcceptProxy
                     | Counter::AcceptDirect
                     | Counter::AcceptHealthCheck
+                    | Counter::AcceptClientHeader
             )
         })
         .collect();
+    let used = verdict
+        .request
+        .as_ref()
+        .is_some_and(|q| q.client_header == HeaderUse::Used);
     let accept = match (r != c, connection.via) {
+        _ if used => Counter::AcceptClientHeader,
         (true, _) => Counter::AcceptXff,
         (false, Via::Proxy) => Counter::AcceptProxy,
         (false, Via::Direct) => Counter::AcceptDirect,
@@ -413,23 +486,40 @@ fn check_verdict(
                 return Err(TestCaseError::fail("HTTP verdict without its walk"));
             };
             let chain = &request.chain;
-            // The chain opens with R and ends at C; each hop after R is a trusted proxy (C
-            // included when the walk went past it); no address is next to itself.
+            // The chain opens with R and ends at C; no address is next to itself.
             prop_assert_eq!(chain.first().copied(), Some(r));
             prop_assert_eq!(chain.last().copied(), Some(c));
-            for hop in chain.iter().skip(1) {
-                prop_assert!(
-                    policy.xff_trusts(*hop),
-                    "untrusted hop {} in {:?}",
-                    hop,
-                    chain
-                );
-            }
             for pair in chain.windows(2) {
                 prop_assert_ne!(pair.first(), pair.get(1));
             }
+            // A client header's address is R, and the next hop is trusted to send it.
+            let used = request.client_header == HeaderUse::Used;
+            let walked = if used {
+                let edge = chain.get(1).copied().unwrap_or(c);
+                prop_assert!(policy
+                    .client_header
+                    .as_ref()
+                    .is_some_and(|h| h.trusted.contains(edge)));
+                chain.get(1..).unwrap_or_default()
+            } else {
+                chain.as_slice()
+            };
+            if policy.xff_hops > 0 {
+                // Counted hops: at most N addresses after C, whatever they are.
+                prop_assert!(walked.len() <= policy.xff_hops + 1, "{:?}", chain);
+            } else {
+                // The CIDR walk: each hop after R (of the walk) is a trusted proxy.
+                for hop in walked.iter().skip(1) {
+                    prop_assert!(
+                        policy.xff_trusts(*hop),
+                        "untrusted hop {} in {:?}",
+                        hop,
+                        chain
+                    );
+                }
+            }
             if !policy.xff_trusts(c) || connection.via == Via::HealthCheck {
-                prop_assert_eq!(chain, &vec![c]);
+                prop_assert_eq!(walked, &[c][..]);
             }
             // The headers the upstream sees.
             let mut after = host.headers.clone();
@@ -457,6 +547,10 @@ struct Seen {
     moved: bool,
     health_check: bool,
     not_forwardable: bool,
+    client_header: bool,
+    counted: bool,
+    /// Under a policy with the other sources of R (a client header, hops or Forwarded).
+    sources: bool,
 }
 
 impl Seen {
@@ -470,6 +564,15 @@ impl Seen {
             health_check: verdict.connection.via == Via::HealthCheck && verdict.client.is_some(),
             not_forwardable: verdict.outcome
                 == Outcome::Rejected(RejectReason::ProxyNotForwardable),
+            client_header: verdict
+                .request
+                .as_ref()
+                .is_some_and(|q| q.client_header == HeaderUse::Used),
+            counted: verdict
+                .request
+                .as_ref()
+                .is_some_and(|q| q.walk_end == WalkEnd::Counted),
+            sources: false,
         }
     }
 }
@@ -562,9 +665,10 @@ fn any_inputs() -> impl Strategy<Value = AnyInputs> {
     let small = || proptest::collection::vec(any::<u8>(), 0..30).boxed();
     let headers = (
         header("x-forwarded-for", xff),
-        header(
-            "forwarded",
-            bytes_or(Just(b"for=198.51.100.1".to_vec()), 60).boxed(),
+        header("forwarded", bytes_or(forwarded_line(), 60).boxed()),
+        proptest::option::weighted(
+            0.85,
+            client_header_value().prop_map(|v| ("cf-connecting-ip", v)),
         ),
         header("x-real-ip", small()),
         header("true-client-ip", small()),
@@ -574,8 +678,8 @@ fn any_inputs() -> impl Strategy<Value = AnyInputs> {
         // Every HTTP request has a path; absent only now and then (a host that gives none).
         proptest::option::weighted(0.9, request_path().prop_map(|v| (":path", v))),
     )
-        .prop_map(|(a, b, c, d, e, f, g, h)| {
-            [a, b, c, d, e, f, g, h].into_iter().flatten().collect()
+        .prop_map(|(a, b, c, d, e, f, g, h, i)| {
+            [a, b, c, d, e, f, g, h, i].into_iter().flatten().collect()
         });
     (direct_peer, source, vpce, unique_id, headers).prop_map(
         |(direct_peer, source, vpce, unique_id, headers)| AnyInputs {
@@ -591,7 +695,13 @@ fn any_inputs() -> impl Strategy<Value = AnyInputs> {
 #[test]
 fn decisions_never_panic() {
     // Anything the host can hand over gives a verdict that keeps the decision's invariants.
-    let policies = [policy(POLICY), policy(SHADOW_POLICY), policy(HEALTH_POLICY)];
+    let policies = [
+        policy(POLICY),
+        policy(SHADOW_POLICY),
+        policy(HEALTH_POLICY),
+        policy(SOURCES_POLICY),
+        policy(FORWARDED_POLICY),
+    ];
     let cases = 1500;
     let seen = check(cases, any_inputs(), |inputs| {
         let mut seen = Vec::new();
@@ -613,7 +723,9 @@ fn decisions_never_panic() {
                 }
                 let verdict = evaluate(policy, role, &mut host);
                 check_verdict(policy, role, &verdict, &host)?;
-                seen.push(Seen::of(&verdict));
+                let mut this = Seen::of(&verdict);
+                this.sources = policy.client_header.is_some();
+                seen.push(this);
             }
         }
         Ok(seen)
@@ -656,6 +768,28 @@ fn decisions_never_panic() {
         http.len(),
         1,
         "of the HTTP role were health checks",
+    );
+    let sources: Vec<&&Seen> = http.iter().filter(|s| s.sources).collect();
+    assert_share(
+        sources.iter().filter(|s| s.client_header).count(),
+        sources.len(),
+        1,
+        "of the HTTP role under the other sources took R from a client header",
+    );
+    assert_share(
+        sources.iter().filter(|s| s.counted).count(),
+        sources.len(),
+        1,
+        "of the HTTP role under the other sources counted trusted hops",
+    );
+    assert_share(
+        sources
+            .iter()
+            .filter(|s| s.moved && !s.client_header)
+            .count(),
+        sources.len(),
+        2,
+        "of the HTTP role under the other sources moved past C by a walk",
     );
     assert_share(
         all.iter().filter(|s| s.not_forwardable).count(),
