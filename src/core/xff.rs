@@ -255,7 +255,7 @@ pub fn walk<'a, L: AsRef<[u8]>>(
     trusted: &CidrTable,
     max_entries: usize,
 ) -> Walk<'a> {
-    walk_elements(c, elements_rev(lines), trusted, max_entries)
+    walk_elements(c, &mut elements_rev(lines), trusted, max_entries)
 }
 
 /// With `hops` > 0 trusted hops (C being the first): the `hops`-th element from the right is
@@ -264,7 +264,7 @@ pub fn walk<'a, L: AsRef<[u8]>>(
 /// one among them (`Malformed`): the client is C.
 pub fn count_hops<'a>(
     c: IpAddr,
-    elements: impl Iterator<Item = &'a [u8]>,
+    elements: &mut dyn Iterator<Item = &'a [u8]>,
     hops: usize,
 ) -> Walk<'a> {
     let mut chain = Vec::with_capacity(hops + 1);
@@ -298,7 +298,7 @@ pub fn count_hops<'a>(
 /// [`walk`] over any elements, nearest first.
 pub fn walk_elements<'a>(
     c: IpAddr,
-    elements: impl Iterator<Item = &'a [u8]>,
+    elements: &mut dyn Iterator<Item = &'a [u8]>,
     trusted: &CidrTable,
     max_entries: usize,
 ) -> Walk<'a> {
