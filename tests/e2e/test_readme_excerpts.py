@@ -1,8 +1,9 @@
-"""The README's tables for health checks and outbound PROXY are excerpts of measured tables.
+"""The README's tables for health checks, outbound PROXY and client-IP sources are excerpts of
+measured tables.
 
-`test_health_checks.py` and `test_upstream_proxy.py` measure docs/health-checks.md's and
-docs/outbound-proxy.md's tables on every run and fail when a documented row differs from what
-Envoy and HAProxy did. The README restates a few rows of each: here every README row, and the
+`test_health_checks.py`, `test_upstream_proxy.py` and `test_client_ip_comparison.py` measure
+the tables of docs/health-checks.md, docs/outbound-proxy.md and docs/client-ip-sources.md on
+every run and fail when a documented row differs from what Envoy, HAProxy and nginx did. The README restates a few rows of each: here every README row, and the
 header, must be one of the document's rows, verbatim (spacing aside), so the README cannot claim
 a row no run produced."""
 
@@ -52,7 +53,11 @@ def doc_table(doc: str, first_cell: str) -> list[tuple[str, ...]]:
 
 @pytest.mark.parametrize(
     "excerpt, doc, first_cell",
-    [("health-checks", "health-checks.md", "Build"), ("outbound-proxy", "outbound-proxy.md", "rule")],
+    [
+        ("health-checks", "health-checks.md", "Build"),
+        ("outbound-proxy", "outbound-proxy.md", "rule"),
+        ("client-ip", "client-ip-sources.md", "#"),
+    ],
 )
 def test_readme_rows_are_measured_rows(excerpt, doc, first_cell):
     rows = readme_excerpt(excerpt)
