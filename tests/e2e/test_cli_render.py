@@ -750,3 +750,41 @@ def test_gateway_option_usage_errors(cli, policy, args, needle):  # noqa: F811
     lines = run.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("trustip: ") and needle in lines[0], run
     assert run.out == "", run
+
+
+SOURCES_POLICY = {
+    "rules": [{"from": [f"{LB}/32"], "proxy_protocol": "require"}],
+    "xff": {"trusted": ["173.245.48.0/20"], "trusted_hops": 1},
+    "client_header": {"name": "cf-connecting-ip", "trusted": ["198.51.100.0/24"]},
+}
+
+
+@pytest.mark.parametrize("which", ["wasm", "native"])
+def test_rendered_policy_with_the_other_client_sources(cli, echo, wasm, native, which):  # noqa: F811
+    """A policy with a hop count and a CDN's client header, rendered for each build and run as
+    printed: the load balancer hands over a CDN edge (PROXY); the edge's X-Forwarded-For is
+    believed for one hop, which reaches a second CDN's edge, whose client header names the client.
+    `explain` says the same for the same inputs."""
+    directory = scratch_dir(f"render-sources-{which}")
+    path = write_policy(directory, "policy", SOURCES_POLICY)
+    text, port = render_envoy(cli, path, echo.port, wasm=wasm, native=native if which == "native" else None)
+    instance = RenderedEnvoy(text, name=f"render-sources-{which}")
+    instance.start()
+    try:
+        headers = [("x-forwarded-for", "6.6.6.6, 198.51.100.20"), ("cf-connecting-ip", "203.0.113.9")]
+        response = client.request(port, headers, source=LB, proxy=client.proxy_v2("173.245.48.7", "10.0.0.1", 5555, 80))
+        assert response.status == 200, response
+        assert response.upstream_header("x-envoy-external-address") == "203.0.113.9"
+        assert response.upstream_header("cf-connecting-ip") == "203.0.113.9"
+        assert response.upstream_header("x-forwarded-for") == "203.0.113.9, 198.51.100.20, 173.245.48.7"
+        # The same header from a client the load balancer carries directly: removed, not believed.
+        response = client.request(port, [("cf-connecting-ip", "203.0.113.9")], source=LB, proxy=client.proxy_v2("192.0.2.44", "10.0.0.1", 5555, 80))
+        assert response.upstream_header("x-envoy-external-address") == "192.0.2.44"
+        assert response.upstream_header("cf-connecting-ip") is None
+    finally:
+        instance.stop()
+    said = cli.run(
+        "explain", "--config", path, "--peer", LB, "--proxy", "173.245.48.7:5555", "--json",
+        "--header", "x-forwarded-for: 6.6.6.6, 198.51.100.20", "--header", "cf-connecting-ip: 203.0.113.9",
+    ).json()  # fmt: skip
+    assert (said["reason"], said["client_ip"]) == ("client_header", "203.0.113.9"), said
