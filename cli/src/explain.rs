@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 use trustip::core::addr::Peer;
 use trustip::core::config::{Mode, Policy};
-use trustip::core::decision::{Role, Via};
+use trustip::core::decision::{HeaderUse, Role, Via};
 use trustip::core::headers::{HeaderList, HeaderOp};
 use trustip::core::inputs::Inputs;
 use trustip::core::names;
@@ -226,6 +226,15 @@ fn action_text(policy: &Policy, verdict: &Verdict) -> String {
     }
 }
 
+/// What the CDN's client header gave, as `explain` prints it.
+fn header_use_name(used: HeaderUse) -> &'static str {
+    match used {
+        HeaderUse::Used => "used (R)",
+        HeaderUse::Invalid => "sent by a trusted edge but not one address",
+        HeaderUse::NotTrusted => "not from a trusted edge (removed)",
+    }
+}
+
 fn walk_name(end: WalkEnd) -> &'static str {
     match end {
         WalkEnd::NotTrusted => "not_walked",
@@ -271,6 +280,7 @@ fn to_json(policy: &Policy, e: &Explanation) -> Value {
         "client_ip": v.client.map(|ip| ip.to_string()),
         "chain": v.request.as_ref().map(|r| r.chain.iter().map(|ip| ip.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
         "xff_walk": v.request.as_ref().map(|r| walk_name(r.walk_end)),
+        "client_header": policy.client_header.as_ref().and(v.request.as_ref()).map(|r| header_use_name(r.client_header)),
         "tlvs": tlvs,
         "status": match v.action { Action::Respond { status } => Some(status), _ => None },
         "verdict": action_text(policy, v),
@@ -337,6 +347,13 @@ fn print_text(policy: &Policy, e: &Explanation) {
         println!("  client R:   {}", dash(v.client.map(|ip| ip.to_string())));
         if let Some(request) = &v.request {
             println!("  xff walk:   {}", walk_name(request.walk_end));
+            if let Some(header) = &policy.client_header {
+                println!(
+                    "  {}: {}",
+                    header.name,
+                    header_use_name(request.client_header)
+                );
+            }
             println!(
                 "  chain:      {}",
                 request
