@@ -45,8 +45,13 @@ pub fn plugin_configuration() -> Vec<u8> {
     }
 }
 
-/// What the core reads from Envoy, one hostcall per method. `Stream` adds the request headers.
-pub struct Envoy;
+/// What the core reads from Envoy, one hostcall per method, except headers (see
+/// [`Host::header`] below).
+#[derive(Default)]
+pub struct Envoy {
+    /// The request's header map, fetched once when a header Envoy does not coalesce is read.
+    headers: Option<Vec<(String, Vec<u8>)>>,
+}
 
 impl Host for Envoy {
     /// The string filter-state object set by `set_filter_state`.
@@ -58,10 +63,33 @@ impl Host for Envoy {
         property(vec!["source", "address"])
     }
 
+    /// Every line of the header, joined with `,` as Envoy joins X-Forwarded-For's. Envoy's
+    /// `get_header_map_value` gives only the first line of a repeated header, which for
+    /// `Forwarded` or a client header would be the client's own line in front of the one a
+    /// trusted proxy added; so those are read from the whole map (one hostcall per request).
+    /// X-Forwarded-For (coalesced by Envoy) and pseudo-headers have one line.
     fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        if name == crate::core::decision::X_FORWARDED_FOR || name.starts_with(':') {
+            return hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten();
+        }
+        let headers = self.headers.get_or_insert_with(|| {
+            hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+        });
+        let mut joined: Option<Vec<u8>> = None;
+        for (key, value) in headers.iter() {
+            if key.eq_ignore_ascii_case(name) {
+                match &mut joined {
+                    Some(all) => {
+                        all.push(b',');
+                        all.extend_from_slice(value);
+                    }
+                    None => joined = Some(value.clone()),
+                }
+            }
+        }
+        joined
     }
 
     fn tlv(&mut self, key: TlvKey) -> Option<Vec<u8>> {

@@ -28,7 +28,7 @@ impl Shared {
     /// (with a one-time configuration hint), the counters, the published values. The caller
     /// then carries out the verdict's action.
     pub fn decide(&self, context_id: u32) -> Verdict<'_> {
-        let verdict = evaluate(&self.policy, self.role, &mut host::Envoy);
+        let verdict = evaluate(&self.policy, self.role, &mut host::Envoy::default());
         if let Some(line) = verdict.log_line(context_id) {
             log::info!("{line}");
         }

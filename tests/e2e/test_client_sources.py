@@ -23,9 +23,10 @@ What Envoy 1.40 does itself, measured here:
   and trustip reads it as an unspecified source, no client information (C = D under `use`,
   `missing_proxy` under `require`).
 - Envoy joins repeated X-Forwarded-For lines with commas before any filter runs, but not
-  repeated `Forwarded` or `cf-connecting-ip` lines. The native build reads every line; the wasm
-  build reads only the first (`wasm_bug` below), so a client's own first `Forwarded` line or
-  client-header line is believed there.
+  repeated `Forwarded` or `cf-connecting-ip` lines, and proxy-wasm's header read gives only the
+  first line of those. Both builds read every line (the wasm build from the whole header map),
+  so a client's own first `Forwarded` or client-header line is never believed; the repeated-line
+  tests below show it.
 """
 
 from __future__ import annotations
@@ -354,25 +355,6 @@ def test_forwarded_walk(envoy, counters, lines, r, xff, forwarded, malformed):
     )
 
 
-@pytest.fixture
-def wasm_bug(request, build):
-    """`wasm_bug(reason)`: the suite's `native_bug` marker the other way round (conftest has none
-    for the wasm build): in the wasm build the running test becomes xfail(strict=True), so the
-    gap stays visible and a fix turns it into a failure (remove the call then)."""
-
-    def mark(reason: str) -> None:
-        if build == "wasm":
-            request.applymarker(pytest.mark.xfail(strict=True, reason=f"wasm build bug: {reason}"))
-
-    return mark
-
-
-REPEATED_LINES_BUG = (
-    "src/filter/host.rs reads a request header with proxy_get_header_map_value, which gives the "
-    "first line of a repeated header that Envoy does not join itself (Forwarded, the client "
-    "header; Envoy joins X-Forwarded-For); the native build joins every line"
-)
-
 # Two Forwarded header lines are one list, the last line nearest (RFC 7239 section 4).
 REPEATED_FORWARDED = [
     pytest.param(
@@ -395,8 +377,7 @@ REPEATED_FORWARDED = [
 
 
 @pytest.mark.parametrize("lines,r,xff,forwarded", REPEATED_FORWARDED)
-def test_forwarded_repeated_lines(envoy, counters, wasm_bug, lines, r, xff, forwarded):
-    wasm_bug(REPEATED_LINES_BUG)
+def test_forwarded_repeated_lines(envoy, counters, lines, r, xff, forwarded):
     check(
         envoy,
         counters,
@@ -584,9 +565,8 @@ def test_client_header_invalid_keeps_r(envoy, counters, value):
     )
 
 
-def test_client_header_repeated_lines_is_not_one_address(envoy, counters, wasm_bug):
+def test_client_header_repeated_lines_is_not_one_address(envoy, counters):
     """Two lines of the client header from an edge are two addresses, not one: R is kept."""
-    wasm_bug(REPEATED_LINES_BUG)
     check(
         envoy,
         counters,
