@@ -1,12 +1,12 @@
-//! The plugin configuration: its JSON description (serde, unknown fields refused, documented
-//! defaults) and the one validating step that compiles it into an immutable [`Policy`].
+//! The plugin configuration: its JSON description (read by [`crate::core::json`], unknown
+//! fields refused, documented defaults) and the one validating step that compiles it into an
+//! immutable [`Policy`].
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde_json::{Map, Value};
-
 use crate::core::cidr::{Cidr, CidrTable};
+use crate::core::json::{self, Json};
 use crate::core::tlv::{TlvEncoding, TlvKey};
 
 /// A configuration error: the JSON path of the field, the offending value when there is one,
@@ -389,9 +389,7 @@ impl Policy {
         let raw = if bytes.trim_ascii().is_empty() {
             RawConfig::default()
         } else {
-            let value: Value =
-                serde_json::from_slice(bytes).map_err(|err| ConfigError::new(".", None, err))?;
-            refuse_duplicate_keys(bytes)?;
+            let value = json::parse(bytes)?;
             read_config(&value)?
         };
         compile(raw)
@@ -414,12 +412,13 @@ impl Policy {
 }
 
 // ---------------------------------------------------------------------------------------
-// Reading the JSON: a walk over `serde_json::Value` that names the path of every error. (A
-// serde derive per struct, with a path-tracking wrapper, made the wasm module 100 KB larger.)
+// Reading the JSON: a walk over the [`Json`] tree of [`json::parse`] (which refuses repeated
+// keys) that names the path of every error. (A serde derive per struct, with a path-tracking
+// wrapper, made the wasm module 100 KB larger; serde_json's `Value` 20 KB.)
 
 /// `path.key`, or `path["key"]` (escaped) for a key that is not a plain word: the path stays
 /// unambiguous and on one line whatever the key holds.
-fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     let plain = !key.is_empty()
         && key
             .bytes()
@@ -431,191 +430,6 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// Where a JSON value sits, built on the stack while scanning; rendered only for an error.
-enum Step<'a> {
-    Root,
-    Key(&'a Step<'a>, &'a str),
-    Index(&'a Step<'a>, usize),
-}
-
-impl Step<'_> {
-    fn path(&self) -> String {
-        match self {
-            Step::Root => String::new(),
-            Step::Key(parent, key) => join(&parent.path(), key),
-            Step::Index(parent, i) => format!("{}[{i}]", parent.path()),
-        }
-    }
-}
-
-/// The value of a JSON string literal's inside, already validated by serde_json. (Decoding it
-/// with serde_json instead would add 50 KB of monomorphised deserializer to the wasm module.)
-fn unescape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    let hex4 = |chars: &mut std::str::Chars<'_>| {
-        let digits: String = chars.by_ref().take(4).collect();
-        u32::from_str_radix(&digits, 16).unwrap_or(0xfffd)
-    };
-    while let Some(ch) = chars.next() {
-        if ch != '\\' {
-            out.push(ch);
-            continue;
-        }
-        let decoded = match chars.next() {
-            Some('b') => '\u{8}',
-            Some('f') => '\u{c}',
-            Some('n') => '\n',
-            Some('r') => '\r',
-            Some('t') => '\t',
-            Some('u') => {
-                let unit = hex4(&mut chars);
-                let code = if (0xd800..0xdc00).contains(&unit) {
-                    // A high surrogate: serde_json accepted the text, so its low half follows.
-                    let rest = chars.as_str();
-                    let low = match rest.strip_prefix("\\u") {
-                        Some(after) => {
-                            chars = after.chars();
-                            hex4(&mut chars)
-                        }
-                        None => 0xdc00,
-                    };
-                    0x10000 + ((unit - 0xd800) << 10) + (low.wrapping_sub(0xdc00) & 0x3ff)
-                } else {
-                    unit
-                };
-                char::from_u32(code).unwrap_or('\u{fffd}')
-            }
-            Some(other) => other, // \" \\ \/
-            None => break,
-        };
-        out.push(decoded);
-    }
-    out
-}
-
-/// Refuses an object that repeats a key, at any depth, naming the key's path: serde_json keeps
-/// the last value silently, so `"reject", ... "use"` would read as one thing and act as
-/// another. A second, structural pass over text serde_json has already accepted (hence valid
-/// JSON, nested at most 128 deep); keys are compared decoded (`"mode"` and `"\u006dode"` are
-/// one key). Linear in the input (each key is compared with at most [`SEEN_KEYS`] others).
-/// How many keys of one object the duplicate-key scan remembers (see [`Scanner::value`]).
-const SEEN_KEYS: usize = 64;
-
-fn refuse_duplicate_keys(bytes: &[u8]) -> Result<(), ConfigError> {
-    Scanner { bytes, pos: 0 }.value(&Step::Root)
-}
-
-struct Scanner<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Scanner<'a> {
-    /// The next byte that is not JSON whitespace (not consumed).
-    fn peek(&mut self) -> Option<u8> {
-        while let Some(b) = self.bytes.get(self.pos) {
-            if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-                return Some(*b);
-            }
-            self.pos += 1;
-        }
-        None
-    }
-
-    /// Consumes `byte` if it comes next.
-    fn eat(&mut self, byte: u8) -> bool {
-        let found = self.peek() == Some(byte);
-        if found {
-            self.pos += 1;
-        }
-        found
-    }
-
-    fn value(&mut self, at: &Step<'_>) -> Result<(), ConfigError> {
-        match self.peek() {
-            Some(b'{') => {
-                self.pos += 1;
-                // Compared with at most the object's first SEEN_KEYS keys: every object of the
-                // configuration has fewer distinct fields, so a longer one holds an unknown
-                // field (refused by the reader) or repeats one of those (refused here).
-                let mut seen: Vec<Cow<'a, str>> = Vec::new();
-                while self.peek() == Some(b'"') {
-                    let key = self.string()?;
-                    if seen.contains(&key) {
-                        return Err(ConfigError::new(
-                            Step::Key(at, &key).path(),
-                            None,
-                            "duplicate key",
-                        ));
-                    }
-                    if !self.eat(b':') {
-                        break;
-                    }
-                    self.value(&Step::Key(at, &key))?;
-                    if seen.len() < SEEN_KEYS {
-                        seen.push(key);
-                    }
-                    if !self.eat(b',') {
-                        break;
-                    }
-                }
-                self.eat(b'}');
-            }
-            Some(b'[') => {
-                self.pos += 1;
-                let mut index = 0;
-                while !self.eat(b']') && self.peek().is_some() {
-                    self.value(&Step::Index(at, index))?;
-                    index += 1;
-                    self.eat(b',');
-                }
-            }
-            Some(b'"') => {
-                self.string()?;
-            }
-            Some(_) => {
-                // A number, true, false or null: up to the next delimiter (at least one byte).
-                self.pos += 1;
-                while let Some(b) = self.bytes.get(self.pos) {
-                    if matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
-                        break;
-                    }
-                    self.pos += 1;
-                }
-            }
-            None => {}
-        }
-        Ok(())
-    }
-
-    /// The string starting at `pos` (a '"'), decoded; borrowed when it has no escape.
-    fn string(&mut self) -> Result<Cow<'a, str>, ConfigError> {
-        let start = self.pos;
-        let mut escapes = false;
-        let mut end = start + 1;
-        while let Some(b) = self.bytes.get(end) {
-            match b {
-                b'\\' => {
-                    escapes = true;
-                    end += 2;
-                }
-                b'"' => break,
-                _ => end += 1,
-            }
-        }
-        self.pos = end + 1;
-        let inner = self.bytes.get(start + 1..end).unwrap_or_default();
-        let text = std::str::from_utf8(inner)
-            .map_err(|_| ConfigError::new(".", None, "malformed string"))?;
-        Ok(if escapes {
-            Cow::Owned(unescape(text))
-        } else {
-            Cow::Borrowed(text)
-        })
-    }
-}
-
 fn where_(path: &str) -> &str {
     if path.is_empty() {
         "."
@@ -624,18 +438,27 @@ fn where_(path: &str) -> &str {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+fn kind(value: &Json) -> &'static str {
     match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
     }
 }
 
-fn invalid_type(path: &str, value: &Value, expected: &str) -> ConfigError {
+/// The first of `keys` that is not `known`, in byte order (the order serde_json's maps kept,
+/// so that of several unknown keys the same one is named).
+fn first_unknown<'a>(
+    keys: impl Iterator<Item = &'a str>,
+    known: impl Fn(&str) -> bool,
+) -> Option<&'a str> {
+    keys.filter(|key| !known(key)).min()
+}
+
+fn invalid_type(path: &str, value: &Json, expected: &str) -> ConfigError {
     ConfigError::new(
         where_(path),
         None,
@@ -644,15 +467,11 @@ fn invalid_type(path: &str, value: &Value, expected: &str) -> ConfigError {
 }
 
 /// An object whose keys must all be among `fields`.
-fn object<'a>(
-    path: &str,
-    value: &'a Value,
-    fields: &[&str],
-) -> Result<&'a Map<String, Value>, ConfigError> {
-    let Value::Object(map) = value else {
+fn object<'a>(path: &str, value: &'a Json, fields: &[&str]) -> Result<&'a Json, ConfigError> {
+    let Json::Object(_) = value else {
         return Err(invalid_type(path, value, "an object"));
     };
-    if let Some(key) = map.keys().find(|key| !fields.contains(&key.as_str())) {
+    if let Some(key) = first_unknown(value.keys(), |key| fields.contains(&key)) {
         return Err(ConfigError::new(
             join(path, key),
             None,
@@ -663,7 +482,7 @@ fn object<'a>(
             ),
         ));
     }
-    Ok(map)
+    Ok(value)
 }
 
 fn one_of(words: &[&str]) -> String {
@@ -671,14 +490,14 @@ fn one_of(words: &[&str]) -> String {
     format!("one of {}", quoted.join(", "))
 }
 
-fn string<'a>(path: &str, value: &'a Value) -> Result<&'a str, ConfigError> {
+fn string<'a>(path: &str, value: &'a Json) -> Result<&'a str, ConfigError> {
     value
         .as_str()
         .ok_or_else(|| invalid_type(path, value, "a string"))
 }
 
-fn strings(path: &str, value: &Value) -> Result<Vec<String>, ConfigError> {
-    let Value::Array(items) = value else {
+fn strings(path: &str, value: &Json) -> Result<Vec<String>, ConfigError> {
+    let Json::Array(items) = value else {
         return Err(invalid_type(path, value, "an array of strings"));
     };
     items
@@ -688,7 +507,7 @@ fn strings(path: &str, value: &Value) -> Result<Vec<String>, ConfigError> {
         .collect()
 }
 
-fn word<T: Copy>(path: &str, value: &Value, words: &[(&str, T)]) -> Result<T, ConfigError> {
+fn word<T: Copy>(path: &str, value: &Json, words: &[(&str, T)]) -> Result<T, ConfigError> {
     let text = string(path, value)?;
     words
         .iter()
@@ -708,7 +527,7 @@ fn word<T: Copy>(path: &str, value: &Value, words: &[(&str, T)]) -> Result<T, Co
         })
 }
 
-fn unsigned(path: &str, value: &Value) -> Result<u64, ConfigError> {
+fn unsigned(path: &str, value: &Json) -> Result<u64, ConfigError> {
     value
         .as_u64()
         .ok_or_else(|| invalid_type(path, value, "a non-negative integer"))
@@ -759,7 +578,7 @@ const FORWARDED_MODES: &[(&str, ForwardedMode)] = &[
     ("append", ForwardedMode::Append),
 ];
 
-fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
+fn read_config(value: &Json) -> Result<RawConfig, ConfigError> {
     let map = object(
         "",
         value,
@@ -776,7 +595,7 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
         ],
     )
     .map_err(|err| match value {
-        Value::Object(_) => err,
+        Json::Object(_) => err,
         _ => ConfigError::new(".", None, "the configuration must be a JSON object"),
     })?;
     let mut raw = RawConfig::default();
@@ -793,7 +612,7 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
         }
     }
     if let Some(v) = map.get("rules") {
-        let Value::Array(rules) = v else {
+        let Json::Array(rules) = v else {
             return Err(invalid_type("rules", v, "an array of rules"));
         };
         for (r, rule) in rules.iter().enumerate() {
@@ -861,14 +680,14 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
             raw.headers.strip = strings("headers.strip", v)?;
         }
         if let Some(v) = headers.get("tlv") {
-            let Value::Object(tlv) = v else {
+            let Json::Object(_) = v else {
                 return Err(invalid_type("headers.tlv", v, "an object"));
             };
-            for key in tlv.keys() {
+            if let Some(key) = first_unknown(v.keys(), |key| TlvKey::from_name(key).is_some()) {
                 tlv_key(&join("headers.tlv", key), key)?;
             }
             for key in TlvKey::ALL {
-                if let Some(name) = tlv.get(key.name()) {
+                if let Some(name) = v.get(key.name()) {
                     let path = join("headers.tlv", key.name());
                     raw.headers
                         .tlv
@@ -891,7 +710,7 @@ fn read_config(value: &Value) -> Result<RawConfig, ConfigError> {
     Ok(raw)
 }
 
-fn read_rule(path: &str, value: &Value) -> Result<RawRule, ConfigError> {
+fn read_rule(path: &str, value: &Json) -> Result<RawRule, ConfigError> {
     let rule = object(
         path,
         value,
@@ -911,14 +730,14 @@ fn read_rule(path: &str, value: &Value) -> Result<RawRule, ConfigError> {
     let mut tlvs = Vec::new();
     if let Some(v) = rule.get("tlvs") {
         let tlvs_path = join(path, "tlvs");
-        let Value::Object(map) = v else {
+        let Json::Object(_) = v else {
             return Err(invalid_type(&tlvs_path, v, "an object"));
         };
-        for key in map.keys() {
+        if let Some(key) = first_unknown(v.keys(), |key| TlvKey::from_name(key).is_some()) {
             tlv_key(&join(&tlvs_path, key), key)?;
         }
         for key in TlvKey::ALL {
-            if let Some(values) = map.get(key.name()) {
+            if let Some(values) = v.get(key.name()) {
                 tlvs.push((key, strings(&join(&tlvs_path, key.name()), values)?));
             }
         }
@@ -1583,13 +1402,16 @@ mod issue7_tests {
                 .map(|unit| format!("\\u{unit:04X}"))
                 .collect();
             for literal in [plain.clone(), format!("\"{all}\"")] {
-                let inner = &literal[1..literal.len() - 1];
-                assert_eq!(&unescape(inner), text, "{literal}");
+                assert_eq!(
+                    json::parse(literal.as_bytes()),
+                    Ok(Json::String(text.clone())),
+                    "{literal}"
+                );
                 let json = format!(r#"{{"headers":{{"tlv":{{{literal}:"x-a",{plain}:"x-b"}}}}}}"#);
                 assert!(refusal(&json).ends_with(": duplicate key"), "{json}");
             }
         }
-        // A lone surrogate never reaches the scan: serde_json refuses it.
+        // A lone surrogate is a syntax error, whatever the key.
         assert!(refusal(r#"{"\ud800":1}"#).starts_with(".: "));
         assert!(refusal(r#"{"\udc00x":1}"#).starts_with(".: "));
     }

@@ -9,6 +9,7 @@ pub mod decision;
 pub mod handoff;
 pub mod headers;
 pub mod inputs;
+pub mod json;
 pub mod names;
 pub mod tlv;
 pub mod verdict;
