@@ -857,6 +857,20 @@ fn compile(raw: RawConfig) -> Result<Policy, ConfigError> {
         None => None,
         Some(header) => {
             let name = header_name("client_header.name", &header.name, true)?;
+            let written_by = if headers.set.contains(&name) {
+                Some("headers.set")
+            } else if headers.tlv.iter().any(|(_, n)| *n == name) {
+                Some("headers.tlv")
+            } else {
+                None
+            };
+            if let Some(field) = written_by {
+                return Err(ConfigError::new(
+                    "client_header.name",
+                    Some(&header.name),
+                    format!("also written by {field}; trustip sets the client header to R itself when it gave R, and removes it otherwise"),
+                ));
+            }
             if header.trusted.is_empty() {
                 return Err(ConfigError::new(
                     "client_header.trusted",

@@ -660,7 +660,8 @@ pub fn decide_request<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
     // A CDN's client header: R moves to its address when R is a proxy trusted to send it.
     let mut client_header = HeaderUse::NotTrusted;
     if let Some(header) = &policy.client_header {
-        if header.trusted.contains(outcome.client) {
+        // A health check brings no client information, in any header.
+        if connection.via != Via::HealthCheck && header.trusted.contains(outcome.client) {
             let given = view
                 .incoming(&header.name)
                 .filter(|v| !v.contains(&b','))
@@ -676,7 +677,8 @@ pub fn decide_request<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
                 }
                 None => {
                     client_header = HeaderUse::Invalid;
-                    if header.fail_closed {
+                    // In shadow mode an earlier would-be rejection is the one reported.
+                    if header.fail_closed && connection.rejection.is_none() {
                         connection.rejection = Some(Rejection {
                             reason: RejectReason::ClientHeader,
                             detail: Some(format!(

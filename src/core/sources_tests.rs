@@ -109,6 +109,14 @@ fn new_fields_are_refused_with_their_path() {
             r#"{"client_header":{"name":"cf-connecting-ip","trusted":["10.0.0.0/8"],"fallback":true}}"#,
             "client_header.fallback: unknown field `fallback`",
         ),
+        (
+            r#"{"headers":{"set":["x-real-ip","true-client-ip"]},"client_header":{"name":"True-Client-IP","trusted":["10.0.0.0/8"]}}"#,
+            "client_header.name: \"True-Client-IP\": also written by headers.set",
+        ),
+        (
+            r#"{"headers":{"tlv":{"authority":"x-cdn-ip"}},"client_header":{"name":"x-cdn-ip","trusted":["10.0.0.0/8"]}}"#,
+            "client_header.name: \"x-cdn-ip\": also written by headers.tlv",
+        ),
     ];
     for (json, want) in cases {
         let err = refusal(json);
@@ -429,4 +437,142 @@ fn unspecified_addresses_are_never_a_client() {
         verdict.outcome,
         Outcome::Rejected(RejectReason::NoDirectPeer)
     );
+}
+
+#[test]
+fn a_client_cannot_rewrite_the_forwarded_element_a_trusted_proxy_appended() {
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+    // Whatever the client sent before it (an unclosed quote, a stray escape, `by="`, separators),
+    // on the same line or on its own line, the element the trusted proxy appended is read as
+    // written: its address is R (it is not a trusted proxy itself).
+    let policy: &'static Policy = Box::leak(Box::new(policy(
+        r#"{"xff":{"trusted":["10.0.0.0/8"],"source":"forwarded"}}"#,
+    )));
+    let alphabet: Vec<u8> = b"for=\";,\\ 6.:[]_-byA=x\t".to_vec();
+    let cases = (
+        proptest::collection::vec(prop::sample::select(alphabet), 0..40),
+        any::<u8>(),
+        any::<u16>(),
+        0u8..3,
+        any::<bool>(),
+    );
+    let mut attacks = 0;
+    let outcomes =
+        crate::core::proptests::check(3000, cases, |(prefix, last, port, form, own_line)| {
+            let (ip, element) = match form {
+                0 => {
+                    let ip = format!("2001:db8:1::{last:x}");
+                    (ip.clone(), format!("for=\"[{ip}]:{port}\""))
+                }
+                1 => {
+                    let ip = format!("203.0.113.{last}");
+                    (ip.clone(), format!("for=\"{ip}:{port}\";proto=https"))
+                }
+                _ => {
+                    let ip = format!("198.51.100.{last}");
+                    (ip.clone(), format!("by=_edge;for={ip}"))
+                }
+            };
+            let mut host = Inputs::with_peers(PROXY, PROXY);
+            if own_line {
+                host.headers.append("forwarded", &prefix);
+                host.headers.append("forwarded", element.as_bytes());
+            } else {
+                let mut line = prefix.clone();
+                line.extend_from_slice(b", ");
+                line.extend_from_slice(element.as_bytes());
+                host.headers.append("forwarded", &line);
+            }
+            let verdict = evaluate(policy, Role::Http, &mut host);
+            let ip: std::net::IpAddr = ip.parse().map_err(|_| TestCaseError::fail("bad ip"))?;
+            prop_assert_eq!(
+                verdict.client,
+                Some(ip),
+                "{:?}",
+                String::from_utf8_lossy(&prefix)
+            );
+            Ok(prefix.contains(&b'"'))
+        });
+    attacks += outcomes.iter().filter(|quoted| **quoted).count();
+    // The generator tried quotes often (the attack needs one).
+    assert!(attacks > 1000, "only {attacks} prefixes held a quote");
+}
+
+#[test]
+fn forwarded_elements_that_are_not_well_formed_stop_the_walk() {
+    let policy = policy(r#"{"xff":{"trusted":["10.0.0.0/8"],"source":"forwarded"}}"#);
+    for value in [
+        // The attack the reviewer found: a quote opened by the client's `by=` used to swallow
+        // the proxy's element.
+        "for=6.6.6.6;by=\",for=\"198.51.100.7:1234\"",
+        // Two for= in one element, an unquoted IPv6 or port (RFC 7239 requires quotes), an
+        // empty element, whitespace around '='.
+        "for=198.51.100.7;for=6.6.6.6",
+        "for=2001:db8::1",
+        "for=198.51.100.7:80",
+        "for=198.51.100.7,,for=10.1.1.1",
+        "for = 198.51.100.7",
+    ] {
+        let (verdict, _) = request(&policy, PROXY, &[("forwarded", value)]);
+        let want = if value.starts_with("for=6.6.6.6;by") {
+            "198.51.100.7"
+        } else {
+            "10.0.0.5"
+        };
+        // For the attack, the proxy's own element is read; for the others the walk stops at
+        // the malformed element: R is the last address examined (C, or the trusted 10.1.1.1
+        // right of the empty element).
+        let want = if value.contains(",,") {
+            "10.1.1.1"
+        } else {
+            want
+        };
+        assert_eq!(client(&verdict), want, "{value}");
+    }
+}
+
+#[test]
+fn a_health_check_and_a_shadow_rejection_keep_what_they_were() {
+    // The load balancer is also a trusted CDN edge: its health check still brings no client
+    // information (R = D), whatever client header it carries, and even fail-closed does not
+    // refuse it for a missing one.
+    let policy = policy(
+        r#"{"rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"require","health_check_paths":["/healthz"]}],
+            "client_header":{"name":"cf-connecting-ip","trusted":["10.0.0.0/8"],"fail_closed":true}}"#,
+    );
+    for headers in [
+        vec![(":path", "/healthz"), ("cf-connecting-ip", "6.6.6.6")],
+        vec![(":path", "/healthz")],
+    ] {
+        let (verdict, host) = request(&policy, PROXY, &headers);
+        assert_eq!(verdict.outcome, Outcome::HealthCheck, "{headers:?}");
+        assert_eq!(client(&verdict), "10.0.0.5");
+        assert_eq!(after(&verdict, &host, "cf-connecting-ip"), None);
+        assert!(verdict.counters.contains(&(Counter::AcceptHealthCheck, 1)));
+        assert!(verdict
+            .counters
+            .iter()
+            .all(|(c, _)| *c != Counter::AcceptClientHeader
+                && *c != Counter::Reject(RejectReason::ClientHeader)));
+    }
+    // Shadow mode: the connection's would-be rejection (missing_proxy) is the one counted and
+    // logged, not the client header's that follows it.
+    let shadow = self::policy(
+        r#"{"mode":"shadow","rules":[{"from":["10.0.0.0/8"],"proxy_protocol":"require"}],
+            "client_header":{"name":"cf-connecting-ip","trusted":["10.0.0.0/8"],"fail_closed":true}}"#,
+    );
+    let (verdict, _) = request(&shadow, PROXY, &[(":path", "/")]);
+    assert_eq!(verdict.outcome, Outcome::Shadow(RejectReason::MissingProxy));
+    assert!(verdict
+        .counters
+        .contains(&(Counter::Shadow(RejectReason::MissingProxy), 1)));
+    assert!(verdict
+        .counters
+        .contains(&(Counter::ClientHeaderInvalid, 1)));
+    assert!(verdict
+        .log
+        .as_deref()
+        .unwrap_or_default()
+        .contains("missing_proxy"));
 }

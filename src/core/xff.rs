@@ -144,64 +144,103 @@ impl<'a> Iterator for ElementsRev<'a> {
 
 /// The `for=` values of RFC 7239 `Forwarded` lines, last line first, each right to left: the
 /// value unquoted (`"[2001:db8::1]:443"` gives `[2001:db8::1]:443`), or an empty slice for an
-/// element without `for=` or with a quoted value trustip does not read (escapes), which the
-/// walk treats as malformed like `unknown` and obfuscated identifiers.
+/// element that is not well formed (no `for=`, two of them, a quoted string with an escape or
+/// unclosed, stray bytes), which the walk treats as malformed like `unknown` and obfuscated
+/// identifiers.
+///
+/// Parsed from the right, lazily: the elements a trusted proxy appended (the nearest ones) are
+/// read the same whatever the client wrote before them, even an unclosed quote meant to swallow
+/// them, and no more elements are parsed than the walk examines.
 pub fn forwarded_for_rev<L: AsRef<[u8]>>(lines: &[L]) -> impl Iterator<Item = &[u8]> {
     lines
         .iter()
         .map(AsRef::as_ref)
         .rev()
         .filter(|line| !line.trim_ascii().is_empty())
-        .flat_map(|line| {
-            let mut values = Vec::new();
-            for_values(line, &mut values);
-            values.into_iter().rev()
-        })
+        .flat_map(|line| ForwardedRev { rest: Some(line) })
 }
 
-/// The `for=` value of each comma-separated element of one `Forwarded` line, in order. Commas
-/// and semicolons inside quoted strings do not split.
-fn for_values<'a>(line: &'a [u8], out: &mut Vec<&'a [u8]>) {
-    let mut value: &[u8] = &[];
-    let mut start = 0;
-    let mut quoted = false;
-    for (i, byte) in line.iter().enumerate() {
-        match byte {
-            b'"' => quoted = !quoted,
-            b';' | b',' if !quoted => {
-                if let Some(found) = for_pair(line.get(start..i).unwrap_or_default()) {
-                    value = found;
+/// The elements of one `Forwarded` line, right to left.
+struct ForwardedRev<'a> {
+    /// What is left of the line, up to the element to parse next; `None` once done (after the
+    /// first element or after one that is not well formed: what lies left of it cannot be
+    /// split reliably).
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for ForwardedRev<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let mut line = self.rest.take()?;
+        let mut found: Option<&'a [u8]> = None;
+        loop {
+            // One `name=value` pair, from its end.
+            line = trim_end(line);
+            let (value, before) = match line.split_last() {
+                Some((b'"', inner)) => {
+                    let Some(open) = inner.iter().rposition(|b| *b == b'"') else {
+                        return Some(&[]);
+                    };
+                    let value = inner.get(open + 1..).unwrap_or_default();
+                    if value.contains(&b'\\') {
+                        return Some(&[]);
+                    }
+                    (value, inner.get(..open).unwrap_or_default())
                 }
-                start = i + 1;
-                if *byte == b',' {
-                    out.push(value);
-                    value = &[];
+                _ => {
+                    let start = line
+                        .iter()
+                        .rposition(|b| !is_token(*b))
+                        .map_or(0, |i| i + 1);
+                    (
+                        line.get(start..).unwrap_or_default(),
+                        line.get(..start).unwrap_or_default(),
+                    )
                 }
+            };
+            let Some(before) = before.strip_suffix(b"=") else {
+                return Some(&[]);
+            };
+            let start = before
+                .iter()
+                .rposition(|b| !is_token(*b))
+                .map_or(0, |i| i + 1);
+            let name = before.get(start..).unwrap_or_default();
+            if value.is_empty() || name.is_empty() {
+                return Some(&[]);
             }
-            _ => {}
+            if name.eq_ignore_ascii_case(b"for") {
+                if found.is_some() {
+                    return Some(&[]);
+                }
+                found = Some(value);
+            }
+            line = trim_end(before.get(..start).unwrap_or_default());
+            match line.split_last() {
+                None => return Some(found.unwrap_or_default()),
+                Some((b';', rest)) => line = rest,
+                Some((b',', rest)) => {
+                    self.rest = Some(rest);
+                    return Some(found.unwrap_or_default());
+                }
+                Some(_) => return Some(&[]),
+            }
         }
     }
-    if let Some(found) = for_pair(line.get(start..).unwrap_or_default()) {
-        value = found;
-    }
-    out.push(value);
 }
 
-/// The value of a `for=` pair (case-insensitive name), unquoted; `None` for another pair.
-fn for_pair(pair: &[u8]) -> Option<&[u8]> {
-    let pair = pair.trim_ascii();
-    let (name, value) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
-    if !name.trim_ascii().eq_ignore_ascii_case(b"for") {
-        return None;
-    }
-    let value = value.get(1..).unwrap_or_default().trim_ascii();
-    match value.strip_prefix(b"\"") {
-        Some(inner) => match inner.strip_suffix(b"\"") {
-            Some(inner) if !inner.contains(&b'\\') && !inner.contains(&b'"') => Some(inner),
-            _ => Some(&[]),
-        },
-        None => Some(value),
-    }
+fn trim_end(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(0, |i| i + 1);
+    bytes.get(..end).unwrap_or_default()
+}
+
+/// An RFC 9110 token character (what an unquoted name or value may hold).
+fn is_token(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// Why the walk stopped.
