@@ -5,6 +5,7 @@ mod error;
 mod explain;
 mod hostport;
 mod names;
+mod package;
 mod policy_file;
 mod probe;
 mod render;
@@ -34,6 +35,9 @@ enum Command {
     Names(names::NamesArgs),
     /// Diagnose a live listener from outside: does it expect PROXY, and can clients spoof?
     Probe(probe::ProbeArgs),
+    /// Build OCI images of trustip.wasm (the Docker-image and wasm-artifact forms Istio and
+    /// Envoy Gateway pull), write an OCI layout, optionally push them to a registry.
+    Package(package::PackageArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Render(args) => render::run(&args),
         Command::Probe(args) => probe::run(&args),
         Command::Names(args) => Ok(names::run(&args)),
+        Command::Package(args) => package::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
