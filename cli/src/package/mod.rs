@@ -107,3 +107,18 @@ pub fn run(args: &PackageArgs) -> Result<u8, CliError> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tag_ok;
+
+    #[test]
+    fn tags() {
+        for good in ["0.1.0", "v1", "_x", "a-b.c_D", &"x".repeat(119)] {
+            assert!(tag_ok(good), "{good}");
+        }
+        for bad in ["", "-x", ".x", "a/b", "a:b", "a@b", &"x".repeat(120)] {
+            assert!(!tag_ok(bad), "{bad}");
+        }
+    }
+}

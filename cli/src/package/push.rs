@@ -107,8 +107,8 @@ impl Registry {
         self.error(what, format!("HTTP {status}{hint} {body}").trim_end())
     }
 
-    /// Pushes `image` under its tag with `tag` replaced; returns the manifest digest the
-    /// registry reported (checked against ours).
+    /// Pushes `image`'s blobs (those the registry lacks) and its manifest as `tag`; returns the
+    /// manifest digest, which the registry's `Docker-Content-Digest` must confirm.
     pub fn push(&self, image: &Image, tag: &str) -> Result<String, CliError> {
         for blob in &image.blobs {
             self.push_blob(blob)?;
