@@ -96,11 +96,23 @@ def render_istio(cli, *extra: str) -> tuple[str, list[dict]]:  # noqa: F811
     return text, documents
 
 
-@pytest.fixture(scope="module", params=["wasm-file", "oci-image"])
+DIGEST = "4c1f0a9e5b7d2c3e8f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e"
+IMAGES = {
+    # --image with --image-digest: the url as given, the digest as sha256.
+    "oci-image": ("oci://ghcr.io/example/trustip:0.1.0", ["--image-digest", f"sha256:{DIGEST}"]),
+    # A reference pinned by digest: the same.
+    "oci-pinned": (f"oci://ghcr.io/example/trustip@sha256:{DIGEST}", []),
+    # An https url without a digest, pulled again on every change.
+    "https-always": ("https://example.com/trustip.wasm", ["--image-pull-policy", "Always"]),
+}
+
+
+@pytest.fixture(scope="module", params=["wasm-file", *IMAGES])
 def rendered(request, cli, wasm):  # noqa: F811
     if request.param == "wasm-file":
         return render_istio(cli, "--wasm", str(wasm))
-    return render_istio(cli, "--image", "oci://ghcr.io/example/trustip:0.1.0", "--namespace", "gateways", "--gateway-label", "app=edge")
+    image, extra = IMAGES[request.param]
+    return render_istio(cli, "--image", image, *extra, "--namespace", "gateways", "--gateway-label", "app=edge")
 
 
 def test_every_document_validates(rendered, schemas):
@@ -128,8 +140,16 @@ def test_wasm_plugins_as_promised(rendered):
         assert spec["selector"]["matchLabels"]
         if spec["url"].startswith("file://"):
             assert len(spec["sha256"]) == 64
+            assert "imagePullPolicy" not in spec
+        elif spec["url"].startswith("oci://"):
+            # Istio compares sha256 with the image's manifest digest; pinned, it pulls
+            # IfNotPresent whatever the policy says, so render writes that.
+            assert spec["url"] in {image for image, _ in IMAGES.values()}
+            assert spec["sha256"] == DIGEST
+            assert spec["imagePullPolicy"] == "IfNotPresent"
         else:
             assert "sha256" not in spec
+            assert spec["imagePullPolicy"] == "Always"
     # The gateway must parse PROXY: the Deployment annotation is spelled out for the operator.
     assert ANNOTATION in text
 
@@ -149,6 +169,30 @@ def test_envoy_filter_wiring(rendered):
     # Underscored look-alikes (x_forwarded_for, x_real_ip) never reach trustip or the upstream.
     assert hcm["common_http_protocol_options"] == {"headers_with_underscores_action": "DROP_HEADER"}
     assert patches[2]["patch"]["operation"] == "MERGE"
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--image", "oci://ghcr.io/example/trustip:0.1.0"], "pin the image: add --image-digest"),
+        (["--image", "oci://ghcr.io/example/trustip:0.1.0", "--image-digest", "sha256:abc"], "64 hex digits"),
+        (["--image", f"oci://ghcr.io/example/trustip@sha256:{DIGEST}", "--image-digest", "0" * 64], "differs from the digest"),
+        (["--image", "oci://ghcr.io/example/trustip:0.1.0", "--image-digest", DIGEST, "--image-pull-policy", "Always"], "pinned by its sha256"),
+        (["--image", "file:///tmp/trustip.wasm"], "use --wasm PATH"),
+    ],
+)
+def test_image_usage_errors(cli, extra, needle):  # noqa: F811
+    policy = write_policy(scratch_dir("istio"), "policy", POLICY)
+    run = cli.run("render", "--config", policy, "--target", "istio", *extra, expect=2)
+    assert run.out == "" and needle in run.err, run.err
+    assert len(run.err.strip().splitlines()) == 1, run.err
+
+
+def test_validator_catches_bad_pull_policy(rendered, schemas):
+    _, documents = rendered
+    plugin = _first(documents, "WasmPlugin")
+    plugin["spec"]["imagePullPolicy"] = "IF_NOT_PRESENT"
+    assert any("IF_NOT_PRESENT" in e for e in schemas.errors(plugin))
 
 
 # --- the validator itself catches mistakes --------------------------------------------------

@@ -12,9 +12,13 @@ use sha2::{Digest, Sha256};
 use crate::error::CliError;
 use crate::policy_file::PolicyFile;
 use crate::render::envoy_api::{self as api, Extension, TypedConfig};
+use crate::render::image;
 use crate::render::model::{hcm_client_address, proxy_protocol, set_filter_state, Role};
 use crate::render::yaml::{self, Anchors, Node};
 use crate::render::{RenderArgs, DEFAULT_WASM};
+
+/// `--namespace` when not given.
+const DEFAULT_NAMESPACE: &str = "istio-system";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +42,9 @@ struct WasmPluginSpec {
     url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     sha256: Option<String>,
+    /// For an image or http url: IfNotPresent (a pinned module never changes) unless asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_pull_policy: Option<&'static str>,
     /// The root_id: it selects the role inside the one module.
     plugin_name: &'static str,
     #[serde(rename = "type")]
@@ -129,9 +136,18 @@ fn gateway_hcm() -> PatchMatch {
     }
 }
 
-fn module_source(args: &RenderArgs) -> Result<(String, Option<String>), CliError> {
-    if let Some(image) = &args.image {
-        return Ok((image.clone(), None));
+/// The module's url, its sha256 and the pull policy (images only).
+type ModuleSource = (String, Option<String>, Option<&'static str>);
+
+fn module_source(args: &RenderArgs) -> Result<ModuleSource, CliError> {
+    if let Some(text) = &args.image {
+        let image = image::parse(text, args.image_digest.as_deref())?;
+        let policy = image::pull_policy(&image, args.image_pull_policy)?;
+        return Ok((
+            image.istio_url(),
+            image.sha256().map(str::to_string),
+            Some(policy.name()),
+        ));
     }
     let path = args.wasm.clone().unwrap_or_else(|| DEFAULT_WASM.into());
     let bytes = std::fs::read(&path).map_err(|source| CliError::Read {
@@ -144,7 +160,7 @@ fn module_source(args: &RenderArgs) -> Result<(String, Option<String>), CliError
     for byte in digest {
         let _ = write!(hex, "{byte:02x}");
     }
-    Ok((format!("file://{}", absolute.display()), Some(hex)))
+    Ok((format!("file://{}", absolute.display()), Some(hex), None))
 }
 
 fn document<T: Serialize>(comment: &str, value: &T) -> Result<String, CliError> {
@@ -157,7 +173,7 @@ fn document<T: Serialize>(comment: &str, value: &T) -> Result<String, CliError> 
 }
 
 pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliError> {
-    let (url, sha256) = module_source(args)?;
+    let (url, sha256, image_pull_policy) = module_source(args)?;
     let (label_key, label_value) = args.gateway_label.split_once('=').ok_or_else(|| {
         CliError::Usage(format!(
             "--gateway-label {:?}: expected KEY=VALUE",
@@ -165,7 +181,7 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
         ))
     })?;
     let labels = BTreeMap::from([(label_key.to_string(), label_value.to_string())]);
-    let namespace = &args.namespace;
+    let namespace = args.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
     let mut out = yaml::comment(&format!(
         "Rendered by `trustip render --target istio`.\n\
          Before applying: the ingress gateway must parse PROXY headers. Annotate its Deployment\n\
@@ -193,7 +209,7 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
             kind: "WasmPlugin",
             metadata: Metadata {
                 name: role.root_id(),
-                namespace: namespace.clone(),
+                namespace: namespace.to_string(),
             },
             spec: WasmPluginSpec {
                 selector: Selector {
@@ -201,6 +217,7 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
                 },
                 url: url.clone(),
                 sha256: sha256.clone(),
+                image_pull_policy,
                 plugin_name: role.root_id(),
                 plugin_type,
                 phase: "AUTHN",
@@ -221,7 +238,7 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
         kind: "EnvoyFilter",
         metadata: Metadata {
             name: "trustip-wiring",
-            namespace: namespace.clone(),
+            namespace: namespace.to_string(),
         },
         spec: EnvoyFilterSpec {
             workload_selector: WorkloadSelector { labels },

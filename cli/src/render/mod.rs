@@ -4,6 +4,8 @@
 mod compose;
 mod envoy;
 mod envoy_api;
+mod envoy_gateway;
+mod image;
 mod istio;
 mod model;
 mod options;
@@ -15,6 +17,7 @@ use std::path::PathBuf;
 use crate::error::CliError;
 use crate::hostport::{parse_host_port, parse_socket_addr};
 use crate::policy_file::PolicyFile;
+use crate::render::image::PullPolicy;
 use crate::render::model::{Build, Trustip};
 use crate::render::options::{gateway_options, GatewayOptions, UpstreamProxyArg};
 
@@ -35,6 +38,9 @@ pub enum Target {
     Istio,
     /// A docker-compose stack: HAProxy (send-proxy-v2) -> Envoy + trustip -> httpbin.
     Compose,
+    /// Envoy Gateway: the Gateway, a ClientTrafficPolicy (PROXY, headers) and an
+    /// EnvoyExtensionPolicy running trustip's HTTP filter (wasm image or native module).
+    EnvoyGateway,
 }
 
 /// Print deployment configuration built from a policy. The policy is validated by the filter's
@@ -51,20 +57,30 @@ pub struct RenderArgs {
     /// from the same model.
     #[arg(long, value_name = "NAME", hide = true, conflicts_with_all = ["config", "target"])]
     pub sample: Option<String>,
-    /// Which build Envoy runs (envoy): the proxy-wasm module, or the native dynamic module.
-    /// istio and compose run the wasm build.
+    /// Which build Envoy runs (envoy, envoy-gateway): the proxy-wasm module, or the native
+    /// dynamic module. istio and compose run the wasm build.
     #[arg(long, value_enum, value_name = "BUILD", default_value = "wasm")]
     pub build: BuildKind,
     /// The trustip.wasm file (envoy, compose: path Envoy loads; istio: a file:// url with its
     /// sha256).
     #[arg(long, value_name = "PATH", conflicts_with = "image")]
     pub wasm: Option<PathBuf>,
-    /// envoy --build native: the libtrustip.so file Envoy loads.
+    /// --build native: the libtrustip.so file Envoy loads (envoy-gateway: its absolute path
+    /// inside the proxy container).
     #[arg(long, value_name = "PATH")]
     pub module: Option<PathBuf>,
-    /// istio only: the module's OCI image or http(s) url (oci://registry/trustip:tag).
+    /// istio, envoy-gateway: the module's OCI image (oci://registry/trustip:tag, pinned with
+    /// --image-digest, or oci://registry/trustip@sha256:...) or http(s) url.
     #[arg(long, value_name = "URL")]
     pub image: Option<String>,
+    /// With --image: the OCI image's manifest digest (sha256:<64 hex>), or the sha256 of the
+    /// file an http(s) url serves. Written as the resources' sha256.
+    #[arg(long, value_name = "sha256:HEX", requires = "image")]
+    pub image_digest: Option<String>,
+    /// istio, with --image: the WasmPlugin's imagePullPolicy [default: IfNotPresent]. Always is
+    /// refused for a pinned module (Istio pulls it IfNotPresent regardless).
+    #[arg(long, value_enum, value_name = "POLICY", requires = "image")]
+    pub image_pull_policy: Option<PullPolicy>,
     /// The listener address (envoy).
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:10000")]
     pub listen: String,
@@ -79,9 +95,16 @@ pub struct RenderArgs {
     /// rules decide.
     #[arg(long)]
     pub strict_proxy: bool,
-    /// istio: namespace of the gateway.
-    #[arg(long, value_name = "NAME", default_value = "istio-system")]
-    pub namespace: String,
+    /// istio, envoy-gateway: namespace of the gateway [default: istio-system for istio,
+    /// default for envoy-gateway].
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// envoy-gateway: attach the policies to this existing Gateway instead of rendering one.
+    #[arg(long, value_name = "NAME")]
+    pub gateway: Option<String>,
+    /// envoy-gateway: the GatewayClass of the rendered Gateway [default: eg].
+    #[arg(long, value_name = "NAME")]
+    pub gateway_class: Option<String>,
     /// istio: label selecting the ingress gateway pods.
     #[arg(long, value_name = "KEY=VALUE", default_value = "istio=ingressgateway")]
     pub gateway_label: String,
@@ -139,6 +162,9 @@ fn check_build(args: &RenderArgs, target: Target) -> Result<(), CliError> {
     match args.build {
         BuildKind::Native if target == Target::Istio => Err(CliError::Usage(
             "--build native is only for --target envoy: Istio's WasmPlugin loads wasm modules, not Envoy dynamic modules".to_string(),
+        )),
+        BuildKind::Wasm if target == Target::EnvoyGateway && args.wasm.is_some() => Err(CliError::Usage(
+            "--wasm is not for --target envoy-gateway: Envoy Gateway fetches wasm code from an OCI image or an http(s) url (--image), not from a file".to_string(),
         )),
         BuildKind::Native if target == Target::Compose => Err(CliError::Usage(
             "--build native is only for --target envoy: the compose stack runs the wasm build".to_string(),
@@ -201,9 +227,35 @@ pub fn run(args: &RenderArgs) -> Result<u8, CliError> {
         ));
     };
     let file = PolicyFile::load(config)?;
-    if args.image.is_some() && target != Target::Istio {
+    if args.image.is_some() && !matches!(target, Target::Istio | Target::EnvoyGateway) {
         return Err(CliError::Usage(
-            "--image is only for --target istio; use --wasm PATH".to_string(),
+            "--image is only for --target istio and envoy-gateway; use --wasm PATH".to_string(),
+        ));
+    }
+    if args.image.is_some() && args.build == BuildKind::Native {
+        return Err(CliError::Usage(
+            "--image is the wasm build's image; with --build native give the module's path with --module PATH".to_string(),
+        ));
+    }
+    if target != Target::EnvoyGateway && (args.gateway.is_some() || args.gateway_class.is_some()) {
+        return Err(CliError::Usage(
+            "--gateway and --gateway-class are only for --target envoy-gateway".to_string(),
+        ));
+    }
+    if args.gateway.is_some() && args.gateway_class.is_some() {
+        return Err(CliError::Usage(
+            "--gateway-class is the class of the Gateway render writes; with --gateway NAME (an existing Gateway) none is written".to_string(),
+        ));
+    }
+
+    if args.namespace.is_some() && !matches!(target, Target::Istio | Target::EnvoyGateway) {
+        return Err(CliError::Usage(
+            "--namespace is only for --target istio and envoy-gateway".to_string(),
+        ));
+    }
+    if args.image_pull_policy.is_some() && target != Target::Istio {
+        return Err(CliError::Usage(
+            "--image-pull-policy is only for --target istio: Envoy Gateway ignores pullPolicy for a module pinned by its sha256, which render always writes".to_string(),
         ));
     }
     check_build(args, target)?;
@@ -237,6 +289,7 @@ pub fn run(args: &RenderArgs) -> Result<u8, CliError> {
         }
         Target::Istio => print!("{}", istio::resources(&file, args)?),
         Target::Compose => compose::write(&file, args, gateway.health_check_paths)?,
+        Target::EnvoyGateway => print!("{}", envoy_gateway::resources(&file, args)?),
     }
     Ok(0)
 }

@@ -52,6 +52,15 @@ fn check_target(args: &RenderArgs, target: Target) -> Result<(), CliError> {
         Target::Istio if tls => Err(usage(
             "--tls-passthrough and --tls-listen are for --target envoy: in Istio, pass TLS through with a Gateway server in tls mode PASSTHROUGH and a VirtualService tls route by sniHosts; the WasmPlugin of type NETWORK decides for those connections too",
         )),
+        Target::EnvoyGateway if health => Err(usage(
+            "--health-check-path is for --target envoy and compose: Envoy Gateway answers health checks itself (ClientTrafficPolicy healthCheck.path, or the proxy's readiness port 19003 /ready); to check through the PROXY listener, list the path in the load balancer's require rule (\"health_check_paths\")",
+        )),
+        Target::EnvoyGateway if upstream => Err(usage(
+            "--upstream-proxy and --upstream-tlvs are for --target envoy: in Envoy Gateway the backend's PROXY header is a BackendTrafficPolicy (proxyProtocol), which these resources do not render",
+        )),
+        Target::EnvoyGateway if tls => Err(usage(
+            "--tls-passthrough and --tls-listen are for --target envoy: in Envoy Gateway, pass TLS through with a Gateway listener of protocol TLS (mode Passthrough) and a TLSRoute; trustip's HTTP filter does not see those connections",
+        )),
         Target::Compose if upstream => Err(usage(
             "--upstream-proxy and --upstream-tlvs are for --target envoy: the compose stack's upstream (httpbin) does not read PROXY headers",
         )),
