@@ -173,7 +173,6 @@ fn document<T: Serialize>(comment: &str, value: &T) -> Result<String, CliError> 
 }
 
 pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliError> {
-    let (url, sha256, image_pull_policy) = module_source(args)?;
     let (label_key, label_value) = args.gateway_label.split_once('=').ok_or_else(|| {
         CliError::Usage(format!(
             "--gateway-label {:?}: expected KEY=VALUE",
@@ -181,6 +180,7 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
         ))
     })?;
     let labels = BTreeMap::from([(label_key.to_string(), label_value.to_string())]);
+    let (url, sha256, image_pull_policy) = module_source(args)?;
     let namespace = args.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
     let mut out = yaml::comment(&format!(
         "Rendered by `trustip render --target istio`.\n\
