@@ -216,6 +216,12 @@ def test_registry_down_is_one_line_and_exit_2(cli):
     assert "pushed" not in run.out
 
 
+def test_https_to_a_plain_http_registry_says_insecure(cli, registry):
+    run = cli.run("package", "--wasm", WASM, "--out", scratch_dir("package") / "tls",
+                  "--push", f"{registry.address}/trustip:tls", expect=None)  # fmt: skip
+    _one_line_error(run, f"cannot push to {registry.address}/trustip", "add --insecure")
+
+
 def test_bad_inputs_are_one_line_and_exit_2(cli):
     scratch = scratch_dir("package")
     not_wasm = scratch / "not.wasm"

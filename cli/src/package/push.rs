@@ -63,6 +63,7 @@ impl Reference {
 pub struct Registry {
     agent: ureq::Agent,
     base: String,
+    https: bool,
     reference: Reference,
 }
 
@@ -77,6 +78,7 @@ impl Registry {
         Registry {
             agent: config.into(),
             base: format!("{scheme}://{}", reference.registry),
+            https: !insecure,
             reference,
         }
     }
@@ -87,6 +89,19 @@ impl Registry {
 
     fn error(&self, what: &str, detail: impl std::fmt::Display) -> CliError {
         CliError::Usage(format!("cannot push to {}: {what}: {detail}", self.name()))
+    }
+
+    /// A request that got no HTTP answer. TLS spoken to a plain-HTTP registry reads as a corrupt
+    /// TLS record: say so.
+    fn transport_error(&self, what: &str, err: ureq::Error) -> CliError {
+        let text = err.to_string();
+        if self.https && (text.contains("InvalidContentType") || text.contains("corrupt message")) {
+            return self.error(
+                what,
+                format!("{text} (a plain-HTTP registry? add --insecure)"),
+            );
+        }
+        self.error(what, text)
     }
 
     fn status_error(
@@ -122,7 +137,7 @@ impl Registry {
             .put(&url)
             .header("Content-Type", image.manifest.media_type)
             .send(&image.manifest.bytes[..])
-            .map_err(|err| self.error("manifest", err))?;
+            .map_err(|err| self.transport_error(&format!("manifest {tag}"), err))?;
         if response.status() != 201 {
             return Err(self.status_error(&format!("manifest {tag}"), &mut response));
         }
@@ -152,7 +167,7 @@ impl Registry {
             .agent
             .head(&head)
             .call()
-            .map_err(|err| self.error(&what, err))?;
+            .map_err(|err| self.transport_error(&what, err))?;
         match response.status().as_u16() {
             200 => return Ok(()),
             404 => {}
@@ -163,7 +178,7 @@ impl Registry {
             .agent
             .post(&start)
             .send_empty()
-            .map_err(|err| self.error(&what, err))?;
+            .map_err(|err| self.transport_error(&what, err))?;
         if response.status() != 202 {
             return Err(self.status_error(&what, &mut response));
         }
@@ -184,7 +199,7 @@ impl Registry {
             .put(&put)
             .header("Content-Type", "application/octet-stream")
             .send(&blob.bytes[..])
-            .map_err(|err| self.error(&what, err))?;
+            .map_err(|err| self.transport_error(&what, err))?;
         if response.status() != 201 {
             return Err(self.status_error(&what, &mut response));
         }
