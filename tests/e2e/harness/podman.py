@@ -100,11 +100,12 @@ def podman_compose() -> list[str]:
             tried.append(f"{candidate}: not found")
             continue
         version = run([path, "version"], check=False).stdout
-        found = re.search(r"podman-compose version:?\s*(\d+)\.(\d+)\.(\d+)", version)
+        # Debian's 1.0.3 prints "podman-composer version  1.0.3"; PyPI's "podman-compose version 1.6.0".
+        found = re.search(r"podman-composer? version:?\s*(\d+)\.(\d+)\.(\d+)", version)
         if found is None:
             tried.append(f"{path}: cannot tell its version from {version.strip()!r}")
             continue
-        if tuple(int(part) for part in found.groups()) < (1, 1, 0):
+        if tuple(int(part) for part in found.groups()) < (1, 0, 6):
             tried.append(
                 f"{path}: version {'.'.join(found.groups())} cannot run the compose file (no ipv4_address, "
                 "no ipam subnet: 'missing networks: trustip')"
@@ -112,8 +113,8 @@ def podman_compose() -> list[str]:
             continue
         return [path]
     raise PodmanError(
-        "no podman-compose that can run deploy/compose/docker-compose.yml (verified: PyPI podman-compose 1.6.0; "
-        "Debian 12's 1.0.3 cannot):\n  " + "\n  ".join(tried)
+        "no podman-compose that can run deploy/compose/docker-compose.yml (verified: PyPI podman-compose 1.0.6, "
+        "1.1.0 and 1.6.0 can; Debian 12's 1.0.3 cannot):\n  " + "\n  ".join(tried)
     )
 
 
