@@ -89,6 +89,12 @@ def stack(wasm):
             problem = str(error)
         if problem:
             pytest.fail(f"podman-compose up failed: {problem}", pytrace=False)
+        # Envoy is ready (/ready said LIVE); the echo upstream says when it listens.
+        deadline = time.monotonic() + 30
+        while "listening on 0.0.0.0:8080" not in compose.output("httpbin"):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the echo upstream is not listening after 30 s:\n{compose.logs('httpbin')}", pytrace=False)
+            time.sleep(0.2)
         print(
             f"podman {version}, {' '.join(compose.command)}; images ({images_done - started:.1f}s): {built}; "
             f"up in {time.monotonic() - images_done:.1f}s"
