@@ -102,8 +102,10 @@ IMAGES = {
     "oci-image": ("oci://ghcr.io/example/trustip:0.1.0", ["--image-digest", f"sha256:{DIGEST}"]),
     # A reference pinned by digest: the same.
     "oci-pinned": (f"oci://ghcr.io/example/trustip@sha256:{DIGEST}", []),
-    # An https url without a digest, pulled again on every change.
-    "https-always": ("https://example.com/trustip.wasm", ["--image-pull-policy", "Always"]),
+    # An https url, pinned by the module's own sha256.
+    "https-pinned": ("https://example.com/trustip.wasm", ["--image-digest", f"sha256:{DIGEST}"]),
+    # A pinned reference written with an uppercase digest: the url gets it lowercase.
+    "oci-pinned-upper": (f"oci://ghcr.io/example/trustip@sha256:{DIGEST.upper()}", []),
 }
 
 
@@ -144,12 +146,12 @@ def test_wasm_plugins_as_promised(rendered):
         elif spec["url"].startswith("oci://"):
             # Istio compares sha256 with the image's manifest digest; pinned, it pulls
             # IfNotPresent whatever the policy says, so render writes that.
-            assert spec["url"] in {image for image, _ in IMAGES.values()}
+            assert spec["url"] in {image for image, _ in IMAGES.values() if image == image.lower()}
             assert spec["sha256"] == DIGEST
             assert spec["imagePullPolicy"] == "IfNotPresent"
         else:
-            assert "sha256" not in spec
-            assert spec["imagePullPolicy"] == "Always"
+            assert spec["sha256"] == DIGEST
+            assert spec["imagePullPolicy"] == "IfNotPresent"
     # The gateway must parse PROXY: the Deployment annotation is spelled out for the operator.
     assert ANNOTATION in text
 
@@ -179,6 +181,8 @@ def test_envoy_filter_wiring(rendered):
         (["--image", f"oci://ghcr.io/example/trustip@sha256:{DIGEST}", "--image-digest", "0" * 64], "differs from the digest"),
         (["--image", "oci://ghcr.io/example/trustip:0.1.0", "--image-digest", DIGEST, "--image-pull-policy", "Always"], "pinned by its sha256"),
         (["--image", "file:///tmp/trustip.wasm"], "use --wasm PATH"),
+        (["--image", "https://example.com/trustip.wasm"], "pin the module: add --image-digest"),
+        (["--image", "http://example.com/trustip.wasm", "--image-pull-policy", "Always"], "pin the module"),
     ],
 )
 def test_image_usage_errors(cli, extra, needle):  # noqa: F811

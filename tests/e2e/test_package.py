@@ -262,3 +262,25 @@ def test_release_bundle_sums_verify(cli, native, module_bytes):
     with open(out / "trustip.wasm", "ab") as f:
         f.write(b"\0")
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=out, capture_output=True).returncode != 0
+
+
+@pytest.mark.parametrize(
+    "outdir, needle",
+    [
+        (str(REPO), "it would delete sources or build artifacts"),
+        (str(REPO / "target"), "it would delete sources or build artifacts"),
+        (str(REPO / "src"), "it would delete sources or build artifacts"),
+        (str(REPO.parent), "it holds the repository or the target directory"),
+        (".", "it would delete sources or build artifacts"),
+    ],
+)
+def test_release_refuses_an_outdir_it_would_wreck(outdir, needle):
+    """OUTDIR is deleted first: the repository, its parents, the target directory and the sources
+    are refused before anything is touched (a relative OUTDIR is the caller's, here the repo)."""
+    marker = REPO / "Cargo.toml"
+    run = subprocess.run(
+        [str(REPO / "scripts" / "release"), "--no-build", outdir], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run
+    assert needle in run.stderr, run.stderr
+    assert marker.is_file()

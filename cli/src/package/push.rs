@@ -73,6 +73,10 @@ impl Registry {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(120)))
+            // Over HTTPS, never send a blob in plain text (an upload Location or a redirect
+            // naming http://); and follow no redirect with data.
+            .https_only(!insecure)
+            .max_redirects(0)
             .build();
         let scheme = if insecure { "http" } else { "https" };
         Registry {
@@ -113,7 +117,8 @@ impl Registry {
         let body = response.body_mut().read_to_string().unwrap_or_default();
         // A registry's error body is JSON ({"errors":[{"code","message"}]}); keep one line.
         let body: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-        let body: String = body.chars().take(300).collect();
+        // Printable only: a registry cannot put escape sequences on the terminal.
+        let body: String = body.chars().filter(|c| !c.is_control()).take(300).collect();
         let hint = if status == 401 {
             " (authentication is not supported: push to a registry that accepts anonymous pushes)"
         } else {
@@ -145,15 +150,22 @@ impl Registry {
             .headers()
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok());
-        if let Some(reported) = reported {
-            if reported != image.manifest.digest {
+        match reported {
+            Some(reported) if reported == image.manifest.digest => {}
+            Some(reported) => {
                 return Err(self.error(
                     &format!("manifest {tag}"),
                     format!(
                         "the registry stored digest {reported}, not {}",
                         image.manifest.digest
                     ),
-                ));
+                ))
+            }
+            None => {
+                return Err(self.error(
+                    &format!("manifest {tag}"),
+                    "the registry did not report the digest it stored (Docker-Content-Digest)",
+                ))
             }
         }
         Ok(image.manifest.digest.clone())

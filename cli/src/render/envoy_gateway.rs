@@ -375,10 +375,18 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
         "Rendered by `trustip render --target envoy-gateway` ({} build).\n\
          Envoy Gateway's extension policies add HTTP filters only: trustip decides per request\n\
          (the connection-level decision of --target envoy happens on each request instead), and\n\
-         a request that matches no route (Envoy Gateway's 404) does not run it.",
+         a request that matches no route (Envoy Gateway's 404) does not run it.{}",
         match build {
             BuildKind::Wasm => "wasm",
             BuildKind::Native => "native",
+        },
+        match build {
+            BuildKind::Wasm => "\nWasm build: Envoy Gateway cannot add the set_filter_state filter that gives it the\n\
+                 TCP peer, so the policy takes the PROXY source for it (if_missing: trust_source):\n\
+                 any peer that reaches the Gateway is believed, and reject / ignore rules do nothing.\n\
+                 Keep the Gateway reachable only through the load balancer and use --strict-proxy,\n\
+                 or use the native build (--build native), which reads the TCP peer itself.",
+            BuildKind::Native => "",
         }
     ));
     if let Some(path) = &module {

@@ -105,14 +105,22 @@ pub fn parse(image: &str, digest: Option<&str>) -> Result<Image, CliError> {
                 )))
             }
         };
-        return Ok(Image::Oci {
-            reference: reference.to_string(),
-            digest,
-        });
+        // Image references take lowercase hex digests only.
+        let reference = match reference.split_once('@') {
+            Some((name, suffix)) => format!("{name}@{}", suffix.to_ascii_lowercase()),
+            None => reference.to_string(),
+        };
+        return Ok(Image::Oci { reference, digest });
     }
     if image.starts_with("https://") || image.starts_with("http://") {
         if image.bytes().any(|b| !b.is_ascii_graphic()) {
             return Err(usage(format!("--image {image:?}: not a url")));
+        }
+        // A module fetched by URL runs unchecked without its sha256.
+        if given.is_none() {
+            return Err(usage(format!(
+                "--image {image}: pin the module: add --image-digest sha256:<64 hex> (`sha256sum trustip.wasm`); without it Istio loads whatever the URL serves"
+            )));
         }
         return Ok(Image::Http {
             url: image.to_string(),
