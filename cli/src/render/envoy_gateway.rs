@@ -17,6 +17,7 @@ use trustip::core::names;
 use crate::error::CliError;
 use crate::policy_file::PolicyFile;
 use crate::render::image::{self, Image};
+use crate::render::k8s::{Metadata, Resource};
 use crate::render::model::Role;
 use crate::render::yaml::{self, Anchors, Node};
 use crate::render::{BuildKind, RenderArgs};
@@ -31,21 +32,6 @@ const NAME: &str = "trustip";
 const MODULE_NAME: &str = "trustip";
 const GATEWAY_API: &str = "gateway.networking.k8s.io";
 const EG_API: &str = "gateway.envoyproxy.io";
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Resource<S> {
-    api_version: &'static str,
-    kind: &'static str,
-    metadata: Metadata,
-    spec: S,
-}
-
-#[derive(Serialize)]
-struct Metadata {
-    name: String,
-    namespace: String,
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

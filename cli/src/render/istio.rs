@@ -13,27 +13,13 @@ use crate::error::CliError;
 use crate::policy_file::PolicyFile;
 use crate::render::envoy_api::{self as api, Extension, TypedConfig};
 use crate::render::image;
+use crate::render::k8s::{Metadata, Resource};
 use crate::render::model::{hcm_client_address, proxy_protocol, set_filter_state, Role};
 use crate::render::yaml::{self, Anchors, Node};
 use crate::render::{RenderArgs, DEFAULT_WASM};
 
 /// `--namespace` when not given.
 const DEFAULT_NAMESPACE: &str = "istio-system";
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Resource<S> {
-    api_version: &'static str,
-    kind: &'static str,
-    metadata: Metadata,
-    spec: S,
-}
-
-#[derive(Serialize)]
-struct Metadata {
-    name: &'static str,
-    namespace: String,
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -208,7 +194,7 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
             api_version: "extensions.istio.io/v1alpha1",
             kind: "WasmPlugin",
             metadata: Metadata {
-                name: role.root_id(),
+                name: role.root_id().to_string(),
                 namespace: namespace.to_string(),
             },
             spec: WasmPluginSpec {
@@ -237,7 +223,7 @@ pub fn resources(file: &PolicyFile, args: &RenderArgs) -> Result<String, CliErro
         api_version: "networking.istio.io/v1alpha3",
         kind: "EnvoyFilter",
         metadata: Metadata {
-            name: "trustip-wiring",
+            name: "trustip-wiring".to_string(),
             namespace: namespace.to_string(),
         },
         spec: EnvoyFilterSpec {

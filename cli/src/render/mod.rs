@@ -7,6 +7,7 @@ mod envoy_api;
 mod envoy_gateway;
 mod image;
 mod istio;
+mod k8s;
 mod model;
 mod options;
 mod samples;

@@ -18,7 +18,46 @@ from . import net
 HAPROXY_BIN = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
-class HAProxy:
+class HAProxyProcess:
+    """HAProxy in the foreground (`-db`) on the configuration a subclass wrote to
+    `config_path`, its output in `output_path`; `start()` checks the configuration first and
+    waits until `listen_address` (host, port) accepts connections."""
+
+    config_path: Path
+    output_path: Path
+    process: subprocess.Popen | None = None
+
+    def listen_address(self) -> tuple[str, int]:
+        raise NotImplementedError
+
+    def start(self):
+        check = subprocess.run([HAPROXY_BIN, "-c", "-f", str(self.config_path)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy refused its config:\n{check.stdout}{check.stderr}")
+        self._out = open(self.output_path, "wb")
+        self.process = subprocess.Popen(
+            [HAPROXY_BIN, "-db", "-f", str(self.config_path)],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        host, port = self.listen_address()
+        net.wait_listening(host, port, alive=lambda: self.process.poll() is None)
+        return self
+
+    def stop(self) -> None:
+        net.terminate(self.process)
+        if hasattr(self, "_out"):
+            self._out.close()
+
+    def output_text(self) -> str:
+        try:
+            return self.output_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class HAProxy(HAProxyProcess):
     """Listens on `bind_ip`:`port` and forwards every TCP connection to the backend, from source
     address `source_ip` (the direct peer Envoy sees), prefixed with a PROXY v2 header carrying the
     client's address. `proxy_v2_options` e.g. "unique-id,authority,crc32c"; `unique_id_format`
@@ -94,30 +133,8 @@ class HAProxy:
         )
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "HAProxy":
-        check = subprocess.run([HAPROXY_BIN, "-c", "-f", str(self.config_path)], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise RuntimeError(f"haproxy refused its config:\n{check.stdout}{check.stderr}")
-        self._out = open(self.output_path, "wb")
-        self.process = subprocess.Popen(
-            [HAPROXY_BIN, "-db", "-f", str(self.config_path)],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        net.wait_listening(self.bind_ip, self.port, alive=lambda: self.process.poll() is None)
-        return self
-
-    def stop(self) -> None:
-        net.terminate(self.process)
-        if hasattr(self, "_out"):
-            self._out.close()
-
-    def output_text(self) -> str:
-        try:
-            return self.output_path.read_text(errors="replace")
-        except OSError:
-            return ""
+    def listen_address(self) -> tuple[str, int]:
+        return self.bind_ip, self.port
 
     # --- health checks (with `health_check`) ----------------------------------------------
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import net
-from .haproxy import HAPROXY_BIN
+from .haproxy import HAProxyProcess
 
 LOG_TAG = "trustip-backend"
 _LINE = re.compile(
@@ -48,7 +48,7 @@ class BackendLogLine:
     status: str
 
 
-class HAProxyBackend:
+class HAProxyBackend(HAProxyProcess):
     """Listens on `host`:`port` with `accept-proxy` (a connection without a PROXY header is
     refused by HAProxy itself) and answers 200 to every HTTP request."""
 
@@ -80,30 +80,8 @@ class HAProxyBackend:
         )
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "HAProxyBackend":
-        check = subprocess.run([HAPROXY_BIN, "-c", "-f", str(self.config_path)], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise RuntimeError(f"haproxy refused its config:\n{check.stdout}{check.stderr}")
-        self._out = open(self.output_path, "wb")
-        self.process = subprocess.Popen(
-            [HAPROXY_BIN, "-db", "-f", str(self.config_path)],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        net.wait_listening(self.host, self.port, alive=lambda: self.process.poll() is None)
-        return self
-
-    def stop(self) -> None:
-        net.terminate(self.process)
-        if hasattr(self, "_out"):
-            self._out.close()
-
-    def output_text(self) -> str:
-        try:
-            return self.output_path.read_text(errors="replace")
-        except OSError:
-            return ""
+    def listen_address(self) -> tuple[str, int]:
+        return self.host, self.port
 
     def lines(self) -> list[BackendLogLine]:
         return [BackendLogLine(**m.groupdict()) for m in _LINE.finditer(self.output_text())]
