@@ -662,10 +662,8 @@ pub fn decide_request<'p, R: FnMut(&str) -> Option<Vec<u8>>>(
     if let Some(header) = &policy.client_header {
         // A health check brings no client information, in any header.
         if connection.via != Via::HealthCheck && header.trusted.contains(outcome.client) {
-            let given = view
-                .incoming(&header.name)
-                .filter(|v| !v.contains(&b','))
-                .and_then(parse_element);
+            // One address: a list (`a, b`) is not one, and parse_element refuses it.
+            let given = view.incoming(&header.name).and_then(parse_element);
             match given {
                 Some(ip) => {
                     client_header = HeaderUse::Used;

@@ -263,3 +263,63 @@ class HAProxyFromConfig(HAProxy):
         super().__init__(0, bind_ip=bind_ip)
         self.port = port
         self.config_path.write_text(config_text)
+
+
+# --- CRD schemas (Istio, Envoy Gateway) --------------------------------------------------
+
+
+def _closed(schema):
+    """A copy of `schema` where every object with `properties` refuses other fields, unless it
+    says `x-kubernetes-preserve-unknown-fields`."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {key: _closed(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+        and "additionalProperties" not in schema
+    ):
+        result["additionalProperties"] = False
+    return result
+
+
+class CrdSchemas:
+    """The spec validators of the CRDs in `directory` (YAML files, one CRD each), by
+    (apiVersion, kind), every served version. `namespaced`: a document must name its namespace."""
+
+    def __init__(self, directory: Path, *, namespaced: bool = False) -> None:
+        import jsonschema
+
+        self.namespaced = namespaced
+        self.validators: dict = {}
+        for path in sorted(directory.glob("*.yaml")):
+            (crd,) = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+            assert crd["kind"] == "CustomResourceDefinition", path
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                if not version.get("served", False):
+                    continue
+                spec_schema = _closed(version["schema"]["openAPIV3Schema"]["properties"]["spec"])
+                validator_class = jsonschema.validators.validator_for(spec_schema, default=jsonschema.Draft7Validator)
+                validator_class.check_schema(spec_schema)
+                self.validators[(f"{group}/{version['name']}", kind)] = validator_class(spec_schema)
+
+    def errors(self, document: dict) -> list[str]:
+        key = (document.get("apiVersion"), document.get("kind"))
+        if key not in self.validators:
+            return [f"no served CRD version for apiVersion={key[0]} kind={key[1]} (have {sorted(self.validators)})"]
+        problems = []
+        metadata = document.get("metadata") or {}
+        if self.namespaced and (not metadata.get("name") or not metadata.get("namespace")):
+            problems.append("metadata.name or metadata.namespace missing")
+        elif not metadata.get("name"):
+            problems.append("metadata.name missing")
+        unknown_top = set(document) - {"apiVersion", "kind", "metadata", "spec"}
+        if unknown_top:
+            problems.append(f"unknown top-level fields {sorted(unknown_top)}")
+        for error in self.validators[key].iter_errors(document.get("spec")):
+            where = ".".join(str(p) for p in error.absolute_path)
+            problems.append(f"spec.{where}: {error.message}" if where else f"spec: {error.message}")
+        return problems

@@ -18,11 +18,10 @@ import copy
 import json
 import re
 
-import jsonschema
 import pytest
 import yaml
 
-from cli_support import REPO, cli, scratch_dir, write_policy  # noqa: F401  (cli is a fixture)
+from cli_support import REPO, CrdSchemas, cli, scratch_dir, write_policy  # noqa: F401  (cli is a fixture)
 
 EG_CRDS = REPO / "tests" / "data" / "envoy-gateway"
 DIGEST = "4c1f0a9e5b7d2c3e8f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e"
@@ -51,52 +50,17 @@ CASES = {
 }
 
 
-def _closed(schema):
-    """A copy of `schema` where every object with `properties` refuses other fields, unless it
-    says `x-kubernetes-preserve-unknown-fields`."""
-    if isinstance(schema, list):
-        return [_closed(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    result = {key: _closed(value) for key, value in schema.items()}
-    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in schema:
-        result["additionalProperties"] = False
-    return result
-
-
-class CrdSchemas:
-    """The spec validators of the CRDs in tests/data/envoy-gateway, by (apiVersion, kind)."""
+class EgSchemas(CrdSchemas):
+    """The CRDs in tests/data/envoy-gateway, plus the CEL rules jsonschema does not check."""
 
     def __init__(self) -> None:
-        self.validators: dict[tuple[str, str], jsonschema.protocols.Validator] = {}
-        for path in sorted(EG_CRDS.glob("*.yaml")):
-            (crd,) = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-            assert crd["kind"] == "CustomResourceDefinition", path
-            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-            for version in crd["spec"]["versions"]:
-                if not version.get("served", False):
-                    continue
-                spec_schema = _closed(version["schema"]["openAPIV3Schema"]["properties"]["spec"])
-                validator_class = jsonschema.validators.validator_for(spec_schema, default=jsonschema.Draft7Validator)
-                validator_class.check_schema(spec_schema)
-                self.validators[(f"{group}/{version['name']}", kind)] = validator_class(spec_schema)
+        super().__init__(EG_CRDS, namespaced=True)
 
     def errors(self, document: dict) -> list[str]:
-        key = (document.get("apiVersion"), document.get("kind"))
-        if key not in self.validators:
-            return [f"no served CRD version for apiVersion={key[0]} kind={key[1]} (have {sorted(self.validators)})"]
-        problems = []
-        metadata = document.get("metadata") or {}
-        if not metadata.get("name") or not metadata.get("namespace"):
-            problems.append("metadata.name or metadata.namespace missing")
-        unknown_top = set(document) - {"apiVersion", "kind", "metadata", "spec"}
-        if unknown_top:
-            problems.append(f"unknown top-level fields {sorted(unknown_top)}")
-        for error in self.validators[key].iter_errors(document.get("spec")):
-            where = ".".join(str(p) for p in error.absolute_path)
-            problems.append(f"spec.{where}: {error.message}" if where else f"spec: {error.message}")
-        problems.extend(_cel(document))
-        return problems
+        problems = super().errors(document)
+        if problems and problems[0].startswith("no served CRD version"):
+            return problems
+        return problems + _cel(document)
 
 
 def _cel(document: dict) -> list[str]:
@@ -131,8 +95,8 @@ def _cel(document: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def schemas() -> CrdSchemas:
-    return CrdSchemas()
+def schemas() -> EgSchemas:
+    return EgSchemas()
 
 
 def render(cli, policy, *extra: str, expect: int = 0):  # noqa: F811
@@ -337,7 +301,7 @@ def test_schemas_are_the_documented_ones():
     ]
     for name in names:
         assert name in source
-    assert sorted(CrdSchemas().validators) == [
+    assert sorted(EgSchemas().validators) == [
         ("gateway.envoyproxy.io/v1alpha1", "ClientTrafficPolicy"),
         ("gateway.envoyproxy.io/v1alpha1", "EnvoyExtensionPolicy"),
         ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy"),

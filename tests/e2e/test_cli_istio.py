@@ -13,11 +13,10 @@ from __future__ import annotations
 import copy
 import json
 
-import jsonschema
 import pytest
 import yaml
 
-from cli_support import ISTIO_CRDS, cli, scratch_dir, write_policy  # noqa: F401  (cli is a fixture)
+from cli_support import ISTIO_CRDS, CrdSchemas, cli, scratch_dir, write_policy  # noqa: F401  (cli is a fixture)
 
 POLICY = {
     "rules": [
@@ -29,60 +28,10 @@ POLICY = {
 ANNOTATION = """proxy.istio.io/config: '{"gatewayTopology":{"proxyProtocol":{}}}'"""
 
 
-def _closed(schema):
-    """A copy of `schema` where every object with `properties` refuses other fields, unless it
-    says `x-kubernetes-preserve-unknown-fields`."""
-    if isinstance(schema, list):
-        return [_closed(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    result = {key: _closed(value) for key, value in schema.items()}
-    if (
-        "properties" in schema
-        and not schema.get("x-kubernetes-preserve-unknown-fields")
-        and "additionalProperties" not in schema
-    ):
-        result["additionalProperties"] = False
-    return result
-
-
-class CrdSchemas:
-    """The spec validators of the CRDs in tests/data/istio, by (apiVersion, kind)."""
-
-    def __init__(self) -> None:
-        self.validators: dict[tuple[str, str], jsonschema.protocols.Validator] = {}
-        for path in sorted(ISTIO_CRDS.glob("*.yaml")):
-            crd = yaml.safe_load(path.read_text())
-            assert crd["kind"] == "CustomResourceDefinition", path
-            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-            for version in crd["spec"]["versions"]:
-                if not version.get("served", False):
-                    continue
-                spec_schema = _closed(version["schema"]["openAPIV3Schema"]["properties"]["spec"])
-                validator_class = jsonschema.validators.validator_for(spec_schema, default=jsonschema.Draft7Validator)
-                validator_class.check_schema(spec_schema)
-                self.validators[(f"{group}/{version['name']}", kind)] = validator_class(spec_schema)
-
-    def errors(self, document: dict) -> list[str]:
-        key = (document.get("apiVersion"), document.get("kind"))
-        if key not in self.validators:
-            return [f"no served CRD version for apiVersion={key[0]} kind={key[1]} (have {sorted(self.validators)})"]
-        problems = []
-        metadata = document.get("metadata") or {}
-        if not metadata.get("name"):
-            problems.append("metadata.name missing")
-        unknown_top = set(document) - {"apiVersion", "kind", "metadata", "spec"}
-        if unknown_top:
-            problems.append(f"unknown top-level fields {sorted(unknown_top)}")
-        for error in self.validators[key].iter_errors(document.get("spec")):
-            where = ".".join(str(p) for p in error.absolute_path) or "spec"
-            problems.append(f"spec.{where}: {error.message}" if where != "spec" else f"spec: {error.message}")
-        return problems
-
-
 @pytest.fixture(scope="module")
 def schemas() -> CrdSchemas:
-    return CrdSchemas()
+    """The CRDs in tests/data/istio."""
+    return CrdSchemas(ISTIO_CRDS)
 
 
 def render_istio(cli, *extra: str) -> tuple[str, list[dict]]:  # noqa: F811
@@ -254,6 +203,6 @@ def test_schemas_are_the_documented_ones():
     assert names == ["envoyfilters.networking.istio.io.yaml", "wasmplugins.extensions.istio.io.yaml"]
     for name in names:
         assert name in source
-    assert json.dumps(sorted(CrdSchemas().validators)) == json.dumps(
+    assert json.dumps(sorted(CrdSchemas(ISTIO_CRDS).validators)) == json.dumps(
         [["extensions.istio.io/v1alpha1", "WasmPlugin"], ["networking.istio.io/v1alpha3", "EnvoyFilter"]]
     )
