@@ -4,6 +4,7 @@
 mod error;
 mod explain;
 mod hostport;
+mod lint;
 mod names;
 mod package;
 mod policy_file;
@@ -38,6 +39,8 @@ enum Command {
     /// Build OCI images of trustip.wasm (the Docker-image and wasm-artifact forms Istio and
     /// Envoy Gateway pull), write an OCI layout, optionally push them to a registry.
     Package(package::PackageArgs),
+    /// Check trustip's wiring and policy in Envoy, Istio and Envoy Gateway configurations.
+    Lint(lint::LintArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => probe::run(&args),
         Command::Names(args) => Ok(names::run(&args)),
         Command::Package(args) => package::run(&args),
+        Command::Lint(args) => Ok(lint::run(&args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,106 @@
+//! Reading the files `lint` is given: JSON, or YAML with any number of documents (Kubernetes
+//! manifests), anchors and merge keys (Envoy bootstraps), each document turned into a
+//! `serde_json::Value` so that every check reads one data model and names JSON paths.
+
+use serde::Deserialize;
+use serde_json::{Map, Number, Value};
+
+/// One document of one input file.
+pub struct Document {
+    pub value: Value,
+}
+
+/// `-` reads standard input.
+pub fn read_text(file: &str) -> Result<String, String> {
+    let bytes = if file == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+            .map_err(|err| format!("cannot read standard input: {err}"))?;
+        bytes
+    } else {
+        std::fs::read(file).map_err(|err| format!("cannot read {file}: {err}"))?
+    };
+    String::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8 text"))
+}
+
+/// The documents of a file's text: JSON when it parses as JSON, YAML otherwise (JSON is YAML,
+/// but serde_json's errors name the line and column of a broken JSON file). Empty YAML
+/// documents (`---` with nothing after it) are left out.
+pub fn documents(text: &str) -> Result<Vec<Document>, String> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        if let Ok(value) = serde_json::from_str::<Value>(text) {
+            return Ok(vec![Document { value }]);
+        }
+    }
+    let mut out = Vec::new();
+    for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let mut value = serde_norway::Value::deserialize(document)
+            .map_err(|err| format!("YAML document {}: {err}", index + 1))?;
+        value
+            .apply_merge()
+            .map_err(|err| format!("YAML document {}: {err}", index + 1))?;
+        let value = to_json(value);
+        if !value.is_null() {
+            out.push(Document { value });
+        }
+    }
+    Ok(out)
+}
+
+/// A YAML value as JSON: tags are dropped (the tagged value kept), mapping keys that are not
+/// strings are written as their YAML scalar text.
+fn to_json(value: serde_norway::Value) -> Value {
+    use serde_norway::Value as Yaml;
+    match value {
+        Yaml::Null => Value::Null,
+        Yaml::Bool(b) => Value::Bool(b),
+        Yaml::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Number(i.into())
+            } else if let Some(u) = n.as_u64() {
+                Value::Number(u.into())
+            } else {
+                n.as_f64()
+                    .and_then(Number::from_f64)
+                    .map_or(Value::Null, Value::Number)
+            }
+        }
+        Yaml::String(s) => Value::String(s),
+        Yaml::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Yaml::Mapping(mapping) => {
+            let mut object = Map::new();
+            for (key, value) in mapping {
+                let key = match to_json(key) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                object.insert(key, to_json(value));
+            }
+            Value::Object(object)
+        }
+        Yaml::Tagged(tagged) => to_json(tagged.value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_anchors_merge_keys_and_documents() {
+        let text = "a: &x {k: 1}\nb: *x\nc:\n  <<: *x\n  m: 2\n---\n---\nkind: Thing\n";
+        let docs = documents(text).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].value["b"]["k"], 1);
+        assert_eq!(docs[0].value["c"]["k"], 1);
+        assert_eq!(docs[0].value["c"]["m"], 2);
+        assert_eq!(docs[1].value["kind"], "Thing");
+    }
+
+    #[test]
+    fn json_and_broken_input() {
+        assert_eq!(documents("{\"a\": [1]}").unwrap()[0].value["a"][0], 1);
+        assert!(documents("a: [1\n").is_err());
+    }
+}

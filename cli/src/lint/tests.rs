@@ -1,0 +1,1 @@
+//! Fixture tests: every rule's tests/data/lint/<id>/bad.* triggers it; fixed.* does not.
