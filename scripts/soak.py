@@ -303,6 +303,9 @@ class Run:
                 "policy": policy,
                 "seconds": seconds,
                 "concurrency": args.concurrency,
+                "connections": {"keepalive": args.connections, "close": max(1, args.connections // 2), "h2": "4 x 4 streams"},
+                "loadavg_before": os.getloadavg(),
+                "nproc": os.cpu_count(),
             }
         )
         say(f"[{build}] Envoy {pid} ({artifact}), HAProxy {LB}:{haproxy.port}, upstream :{upstream_port}; "
@@ -427,6 +430,7 @@ class Run:
         self.report.update(
             {
                 "wall_seconds": round(wall, 1),
+                "loadavg_after": os.getloadavg(),
                 "generators": {"keepalive": wrk_ka, "close": wrk_close, "h2": h2},
                 "attacker": attack,
                 "upstream": upstream_stats,
@@ -675,12 +679,21 @@ def table(report: dict) -> str:
     c = report.get("trustip_counters", {})
     seconds = report.get("seconds") or 1
     served = up.get("served_total", 0)
+
+    def load(key: str) -> str:
+        values = report.get(key)
+        return f"{values[0]:.2f}" if values else "?"
     refused = sum(
         attack.get("ok", {}).get(s, 0) for s in attack.get("ok", {}) if s not in UPSTREAM_SCENARIOS
     )
     rows = [
         ("build", f"{report['build']} ({Path(report.get('artifact', '?')).name})"),
-        ("load", f"{report.get('seconds')} s, Envoy --concurrency {report.get('concurrency')}"),
+        ("load", f"{report.get('seconds')} s, Envoy --concurrency {report.get('concurrency')}; "
+                 f"wrk keep-alive {report.get('connections', {}).get('keepalive')} connections, wrk a connection per "
+                 f"request {report.get('connections', {}).get('close')} at a time, h2load 4 connections x 4 streams, "
+                 f"1 attacker/walk process"),
+        ("machine", f"{report.get('nproc')} cores, load average {load('loadavg_before')} before, "
+                    f"{load('loadavg_after')} after"),
         ("requests served (upstream, checked)", f"{served:,} ({served / seconds:,.0f}/s)"),
         ("  keep-alive (wrk)", f"{up.get('served', {}).get('keepalive', 0):,}"
                                f"  [wrk completed {gen.get('keepalive', {}).get('requests')}]"),

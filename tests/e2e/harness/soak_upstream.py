@@ -94,7 +94,7 @@ class Checker:
             if not sep:
                 return scenario, "a header line without a colon"
             if self.marker in value:
-                return scenario, f"attacker's address in {name.decode('latin-1')}: {value.decode('latin-1')}"
+                return scenario, f"attacker's address in {name.decode('latin-1')}: {value.strip().decode('latin-1')}"
             key = name.strip().lower().decode("latin-1")
             if "_" in key:
                 return scenario, f"look-alike header {key} reached the upstream"
