@@ -143,6 +143,15 @@ def http_json(url: str, timeout: float = 30.0) -> dict:
         return json.loads(response.read())
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a running process, from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def envoy_stats_all(envoy) -> dict[str, int]:
     """Admin /stats (counters and gauges, plain text) as a dict."""
     text = envoy.admin("/stats", timeout=30)
@@ -426,11 +435,13 @@ class Run:
         except (OSError, RuntimeError, KeyError, ValueError) as error:
             self.fail(f"HAProxy's stats did not answer: {error}")
         rss_idle = rss_kib(pid) if alive else None
+        cpu = {"envoy": cpu_seconds(pid), "upstream": cpu_seconds(upstream.pid), "haproxy": cpu_seconds(haproxy.process.pid)}
 
         self.report.update(
             {
                 "wall_seconds": round(wall, 1),
                 "loadavg_after": os.getloadavg(),
+                "cpu_seconds": cpu,
                 "generators": {"keepalive": wrk_ka, "close": wrk_close, "h2": h2},
                 "attacker": attack,
                 "upstream": upstream_stats,
@@ -701,6 +712,8 @@ def table(report: dict) -> str:
                                             f"  [wrk completed {gen.get('close', {}).get('requests')}]"),
         ("  HTTP/2 (h2load)", f"{up.get('served', {}).get('h2', 0):,}  [h2load succeeded {gen.get('h2', {}).get('succeeded')}]"),
         ("  attacker's and walks' served", f"{sum(up.get('served', {}).get(s, 0) for s in UPSTREAM_SCENARIOS):,}"),
+        ("CPU seconds used", ", ".join(f"{k} {v}" for k, v in report.get("cpu_seconds", {}).items())
+                             + f" (in {report.get('wall_seconds')} s of wall time)"),
         ("attacker's refused as intended", f"{refused:,} (closed, 403 or 400)"),
         ("spoofed addresses delivered", f"{up.get('spoofed_total', '?')}"),
         ("unexpected outcomes (attacker/walks)", f"{attack.get('unexpected_total', '?')}"),
