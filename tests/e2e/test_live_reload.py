@@ -3,7 +3,7 @@ watched directory; harness/xds.py) and trustip's policy is swapped under load by
 file over it, in the shipped layout of each build (wasm: network + HTTP role in one VM; native:
 listener + HTTP filter).
 
-Five clients send requests without pause while the policy changes: through HAProxy
+Five clients send requests one after the other while the policy changes: through HAProxy
 (`send-proxy-v2`, the trusted load balancer) and from a trusted relay that sends its own PROXY
 header, each on keep-alive connections and on a new connection per request, and an attacker
 whose PROXY header is refused. Every request carries spoofed client headers. The two policies
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness import client, names
-from harness.envoy import Listener
+from harness.envoy import NATIVE, WASM, Listener
 from harness.load import KeepAliveConnection, Load, Record, Worker
 from harness.upstream import EchoServer
 from harness.xds import FileLdsEnvoy
@@ -91,14 +91,18 @@ BROKEN = ("panicked", "wasm trap", "Uncaught", "unreachable", "envoy bug", "Caug
 
 
 def listener(build: str, plugin: dict | str) -> Listener:
-    """The listener each build ships (envoy/strict-lb-only.yaml, envoy/native-strict-lb-only.yaml),
-    PROXY optional so that the relay and the attacker reach trustip."""
+    """The listener each build ships (envoy/strict-lb-only.yaml, envoy/native-strict-lb-only.yaml):
+    strict PROXY; wasm: set_filter_state recording D and P, both roles in one VM; native: the
+    listener filter and the HTTP filter."""
     if build == "native":
-        return Listener(name="main", build=build, plugin=plugin, listener_role=True, ipv6=False)
+        return Listener(
+            name="main", build=build, plugin=plugin, proxy_protocol="strict", listener_role=True, ipv6=False
+        )
     return Listener(
         name="main",
         build=build,
         plugin=plugin,
+        proxy_protocol="strict",
         network_role=True,
         direct_peer_format=names.DIRECT_PEER_FORMAT,
         http_vm_id=names.VM_ID,
@@ -116,27 +120,21 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def artifacts(request, build, wasm):
-    """(wasm, native): the artifact of the build under test must exist."""
-    if build == "native":
-        return wasm, request.getfixturevalue("native")
-    return wasm, None
-
-
-@pytest.fixture(scope="module")
-def start_lds_envoy(build, artifacts, upstream, workdir):
+def start_lds_envoy(request, build, upstream, workdir):
+    """`start_lds_envoy(policy_name, **options)`: an Envoy reading its listener from a file,
+    starting with that policy; stopped after the module."""
     started: list[FileLdsEnvoy] = []
+    # The artifact of the build under test must exist (fails clearly, builds nothing).
+    artifact = request.getfixturevalue(build)
 
     def start(policy_name: str, **options) -> FileLdsEnvoy:
-        wasm, native = artifacts
-        extra = {"native": native} if native else {}
         instance = FileLdsEnvoy(
             [listener(build, POLICIES[policy_name])],
             upstream_port=upstream.port,
             name="live-reload",
-            wasm=wasm,
+            wasm=artifact if build == "wasm" else WASM,
+            native=artifact if build == "native" else NATIVE,
             workdir=workdir(f"envoy-live-reload-{build}"),
-            **extra,
             **options,
         )
         instance.policy = policy_name  # the policy in force, kept by apply_policy
