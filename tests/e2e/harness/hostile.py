@@ -720,8 +720,7 @@ def non_utf8_and_control() -> Iterator[Case]:
     for i, ctl in enumerate(CONTROL):
         value = b"6.6.6.6" + ctl + b", " + CLIENT.encode()
         peer = (ATTACKER, PROXY_PEER)[i % 2]
-        expect = accept("http", peer, headers=[("x-forwarded-for", value)])
-        b.add(f"control-{ctl.hex()}", "http", expect.also(400), peer=peer, headers=[("x-forwarded-for", value)])
+        b.add(f"control-{ctl.hex()}", "http", refused(400), peer=peer, headers=[("x-forwarded-for", value)])
     # Very long values.
     for size in (1024, 8192, 30000, 50000):
         junk = (b"6.6.6.6\xff," * (size // 9))[:size]
@@ -816,51 +815,67 @@ def ipv4_mapped_and_v6() -> Iterator[Case]:
 
 # --- 10 proxy-v1-bad-fields --------------------------------------------------------------------
 
+# What Envoy 1.40's proxy_protocol listener filter makes of a malformed header (measured, the same
+# for both builds), which decides what trustip can see:
+REFUSED = "refused"  # Envoy closes the connection: no filter sees it
+NOT_PROXY = "not-proxy"  # not a PROXY header to Envoy: the bytes reach the HCM, which answers 400
+TAKEN = "taken"  # Envoy takes it as naming 198.51.100.7: from the LB C = 198.51.100.7, from the attacker untrusted_proxy
+NO_CLIENT = "no-client"  # LOCAL / UNKNOWN: no client information (the LB's `require` then refuses path /)
+TAKEN_THEN_400 = "taken-then-400"  # a valid header, then bytes the HCM answers 400
+WAITS = "waits"  # Envoy still waits for the header's remaining bytes (its listener filter timeout is 15 s)
+
 V1_BAD = [
-    b"PROXY TCP4 198.51.100.7 10.0.0.1 65536 443\r\n", b"PROXY TCP4 198.51.100.7 10.0.0.1 -1 443\r\n",
-    b"PROXY TCP4 198.51.100.7 10.0.0.1 080 443\r\n", b"PROXY TCP4 198.51.100.7 10.0.0.1 1 99999999\r\n",
-    b"PROXY TCP4 2001:db8::7 10.0.0.1 1 443\r\n", b"PROXY TCP6 198.51.100.7 2001:db8::1 1 443\r\n",
-    b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443\n", b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443\r",
-    b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443", b"PROXY TCP4 " + b"1" * 120 + b" 10.0.0.1 1 443\r\n",
-    b"proxy TCP4 198.51.100.7 10.0.0.1 1 443\r\n", b"PROXY tcp4 198.51.100.7 10.0.0.1 1 443\r\n",
-    b"PROXY  TCP4 198.51.100.7 10.0.0.1 1 443\r\n", b"PROXY TCP4 198.51.100.7  10.0.0.1 1 443\r\n",
-    b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443 \r\n", b" PROXY TCP4 198.51.100.7 10.0.0.1 1 443\r\n",
-    b"PROXY\tTCP4\t198.51.100.7\t10.0.0.1\t1\t443\r\n", b"PROXY TCP4 0177.0.0.1 10.0.0.1 1 443\r\n",
-    b"PROXY TCP4 1.2.3 10.0.0.1 1 443\r\n", b"PROXY TCP4 256.1.1.1 10.0.0.1 1 443\r\n", b"PROXY TCP5 198.51.100.7 10.0.0.1 1 443\r\n",
-    b"PROXY TCP4 198.51.100.7 10.0.0.1 1\r\n", b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443 5\r\n", b"PROXY\r\n", b"PROXY \r\n",
-    b"PROXY TCP4 ::ffff:198.51.100.7 10.0.0.1 1 443\r\n", b"PROXY TCP4 198.51.100.7 10.0.0.1 +1 443\r\n",
-    b"PROXY TCP4 198.51.100.7:1 10.0.0.1 1 443\r\n", b"PROXY TCP6 [2001:db8::7] [2001:db8::1] 1 443\r\n",
-    b"PROXY TCP6 2001:db8::7%eth0 2001:db8::1 1 443\r\n", b"PROXY TCP4 198.51.100.7 10.0.0.1 0x10 443\r\n",
-    b"PROXY TCP4 198.51.100.7\r\n", b"PROXY UNKNOWN 6.6.6.6 10.0.0.1 1 443 garbage\xff\r\n", b"PROXY UNKNOWN\n",
-    b"PROXY UNKNOWN " + b"x" * 120 + b"\r\n", b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443\r\nPROXY TCP4 6.6.6.6 10.0.0.1 1 443\r\n",
-    # Envoy 1.40 reads a v1 address up to a NUL byte: from the LB this names 198.51.100.7.
-    b"PROXY TCP4 198.51.100.7\x00 10.0.0.1 1 443\r\n", b"PROXY TCP4 198.51.100.7\x006.6.6.6 10.0.0.1 1 443\r\n",
-    b"PROXY TCP4 \xff\xfe 10.0.0.1 1 443\r\n",
+    (b"PROXY TCP4 198.51.100.7 10.0.0.1 65536 443\r\n", REFUSED), (b"PROXY TCP4 198.51.100.7 10.0.0.1 -1 443\r\n", REFUSED),
+    (b"PROXY TCP4 198.51.100.7 10.0.0.1 080 443\r\n", TAKEN), (b"PROXY TCP4 198.51.100.7 10.0.0.1 1 99999999\r\n", REFUSED),
+    (b"PROXY TCP4 2001:db8::7 10.0.0.1 1 443\r\n", REFUSED), (b"PROXY TCP6 198.51.100.7 2001:db8::1 1 443\r\n", REFUSED),
+    (b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443\n", REFUSED), (b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443\r", REFUSED),
+    (b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443", REFUSED), (b"PROXY TCP4 " + b"1" * 120 + b" 10.0.0.1 1 443\r\n", REFUSED),
+    (b"proxy TCP4 198.51.100.7 10.0.0.1 1 443\r\n", NOT_PROXY), (b"PROXY tcp4 198.51.100.7 10.0.0.1 1 443\r\n", REFUSED),
+    (b"PROXY  TCP4 198.51.100.7 10.0.0.1 1 443\r\n", REFUSED), (b"PROXY TCP4 198.51.100.7  10.0.0.1 1 443\r\n", REFUSED),
+    (b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443 \r\n", TAKEN), (b" PROXY TCP4 198.51.100.7 10.0.0.1 1 443\r\n", NOT_PROXY),
+    (b"PROXY\tTCP4\t198.51.100.7\t10.0.0.1\t1\t443\r\n", NOT_PROXY), (b"PROXY TCP4 0177.0.0.1 10.0.0.1 1 443\r\n", REFUSED),
+    (b"PROXY TCP4 1.2.3 10.0.0.1 1 443\r\n", REFUSED), (b"PROXY TCP4 256.1.1.1 10.0.0.1 1 443\r\n", REFUSED),
+    (b"PROXY TCP5 198.51.100.7 10.0.0.1 1 443\r\n", REFUSED), (b"PROXY TCP4 198.51.100.7 10.0.0.1 1\r\n", REFUSED),
+    (b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443 5\r\n", REFUSED), (b"PROXY\r\n", NOT_PROXY), (b"PROXY \r\n", REFUSED),
+    (b"PROXY TCP4 ::ffff:198.51.100.7 10.0.0.1 1 443\r\n", REFUSED), (b"PROXY TCP4 198.51.100.7 10.0.0.1 +1 443\r\n", TAKEN),
+    (b"PROXY TCP4 198.51.100.7:1 10.0.0.1 1 443\r\n", REFUSED), (b"PROXY TCP6 [2001:db8::7] [2001:db8::1] 1 443\r\n", REFUSED),
+    (b"PROXY TCP6 2001:db8::7%eth0 2001:db8::1 1 443\r\n", REFUSED), (b"PROXY TCP4 198.51.100.7 10.0.0.1 0x10 443\r\n", REFUSED),
+    (b"PROXY TCP4 198.51.100.7\r\n", REFUSED), (b"PROXY UNKNOWN 6.6.6.6 10.0.0.1 1 443 garbage\xff\r\n", NO_CLIENT),
+    (b"PROXY UNKNOWN\n", REFUSED), (b"PROXY UNKNOWN " + b"x" * 120 + b"\r\n", REFUSED),
+    (b"PROXY TCP4 198.51.100.7 10.0.0.1 1 443\r\nPROXY TCP4 6.6.6.6 10.0.0.1 1 443\r\n", TAKEN_THEN_400),
+    # Envoy reads a v1 address up to a NUL byte: from the LB these name 198.51.100.7.
+    (b"PROXY TCP4 198.51.100.7\x00 10.0.0.1 1 443\r\n", TAKEN), (b"PROXY TCP4 198.51.100.7\x006.6.6.6 10.0.0.1 1 443\r\n", TAKEN),
+    (b"PROXY TCP4 \xff\xfe 10.0.0.1 1 443\r\n", REFUSED),
 ]  # fmt: skip
 
 
+def by_envoy(kind: str, listener: str, peer: str) -> Expect:
+    """The expectation for a PROXY header Envoy treats as `kind`, sent by `peer` to `listener`
+    with X-Forwarded-For 6.6.6.6 and path /."""
+    if kind == REFUSED:
+        return refused(CLOSED)
+    if kind == NOT_PROXY:
+        return refused(400)
+    if kind == WAITS:
+        return refused(TIMEOUT)
+    if kind == NO_CLIENT:
+        return accept(listener, peer, headers=[("x-forwarded-for", SPOOF)])
+    taken = accept(listener, peer, CLIENT, headers=[("x-forwarded-for", SPOOF)])
+    if kind == TAKEN_THEN_400 and taken.outcomes != {CLOSED}:
+        return refused(400)  # the second line is the HCM's request line
+    return taken
+
+
 def proxy_v1_bad_fields() -> Iterator[Case]:
-    """Malformed PROXY v1 lines. Envoy's proxy_protocol listener filter judges them first: a
-    line it cannot parse closes the connection; one that does not start with `PROXY ` is no
-    PROXY header (the HCM then answers the bytes 400). Whatever Envoy makes of a line, from the
-    attacker it never yields a client other than the attacker, and from the LB never one other
-    than an address the LB wrote."""
+    """Malformed PROXY v1 lines. Envoy's proxy_protocol listener filter judges them first (see
+    the kinds above); whatever it makes of a line, from the attacker it never yields a client
+    other than the attacker, and from the LB never one other than the address the LB wrote."""
     b = Builder("proxy-v1-bad-fields")
-    for i, line in enumerate(V1_BAD):
-        unknown = line.startswith(b"PROXY UNKNOWN")
+    for i, (line, kind) in enumerate(V1_BAD):
         for listener in ("http", "both"):
             for peer in (LB, ATTACKER):
-                if unknown:
-                    # UNKNOWN with anything after it: no client information.
-                    expect = accept(listener, peer).also(CLOSED, 400)
-                else:
-                    expect = refused(CLOSED, 400)
-                    if peer == ATTACKER:
-                        expect = expect.also(403) if listener == "http" else expect
-                    else:
-                        expect = expect.also(200).allowing_r(CLIENT)
-                b.add(f"{listener}-{'lb' if peer == LB else 'attacker'}-{i}", listener, expect, peer=peer, proxy=line,
-                      headers=[("x-forwarded-for", SPOOF)])  # fmt: skip
+                b.add(f"{listener}-{'lb' if peer == LB else 'attacker'}-{i}-{kind}", listener, by_envoy(kind, listener, peer),
+                      peer=peer, proxy=line, headers=[("x-forwarded-for", SPOOF)])  # fmt: skip
     yield from b.cases
 
 
@@ -876,43 +891,33 @@ V2_ADDRESSES = ipaddress.ip_address(CLIENT).packed + ipaddress.ip_address("10.0.
 
 def proxy_v2_bad_fields() -> Iterator[Case]:
     b = Builder("proxy-v2-bad-fields")
-    headers: list[tuple[str, bytes]] = []
+    headers: list[tuple[str, bytes, str]] = []
     for vc in (0x11, 0x31, 0xF1, 0x01, 0x22, 0x23, 0x2F, 0x12):
-        headers.append((f"version-command-{vc:02x}", _v2(vc, 0x11, V2_ADDRESSES)))
+        headers.append((f"version-command-{vc:02x}", _v2(vc, 0x11, V2_ADDRESSES), REFUSED))
     for family in (0x00, 0x10, 0x12, 0x13, 0x21, 0x22, 0x31, 0x32, 0x41, 0xFF):
-        headers.append((f"family-{family:02x}", _v2(0x21, family, V2_ADDRESSES)))
+        # UDP over IPv4 (0x12) with a TCP4-sized address block: Envoy takes its addresses.
+        headers.append((f"family-{family:02x}", _v2(0x21, family, V2_ADDRESSES), TAKEN if family == 0x12 else REFUSED))
     for length in (0, 4, 8, 11):
-        headers.append((f"tcp4-length-{length}", _v2(0x21, 0x11, V2_ADDRESSES[:length])))
-    headers.append(("tcp6-with-tcp4-length", _v2(0x21, 0x21, V2_ADDRESSES)))
-    headers.append(("unix-216", _v2(0x21, 0x31, b"/tmp/x".ljust(108, b"\0") + b"/tmp/y".ljust(108, b"\0"))))
-    headers.append(("unix-short", _v2(0x21, 0x31, b"/tmp/x")))
-    headers.append(("length-past-data-then-http", _v2(0x21, 0x11, V2_ADDRESSES, length=40)))
-    headers.append(("length-65535", _v2(0x21, 0x11, V2_ADDRESSES, length=0xFFFF)))
-    headers.append(("length-65535-filled", _v2(0x21, 0x11, V2_ADDRESSES + b"\x00" * (0xFFFF - 12))))
-    headers.append(("local-with-addresses", _v2(0x20, 0x11, V2_ADDRESSES)))
-    headers.append(("local-with-garbage", _v2(0x20, 0x00, b"\xff" * 30)))
-    headers.append(("partial-signature-6", client.PROXY_V2_SIGNATURE[:6]))
-    headers.append(("partial-signature-11", client.PROXY_V2_SIGNATURE[:11]))
-    headers.append(("bad-signature-last-byte", _v2(0x21, 0x11, V2_ADDRESSES, signature=client.PROXY_V2_SIGNATURE[:-1] + b"X")))
-    headers.append(("signature-only", client.PROXY_V2_SIGNATURE))
-    headers.append(("fixed-header-only", client.PROXY_V2_SIGNATURE + b"\x21\x11"))
-    headers.append(("v1-inside-v2", _v2(0x21, 0x11, b"PROXY TCP4 6.6.6.6 10.0.0.1 1 2\r\n")))
-    waiting = {"length-past-data-then-http", "length-65535", "fixed-header-only"}
-    for name, raw in headers:
+        headers.append((f"tcp4-length-{length}", _v2(0x21, 0x11, V2_ADDRESSES[:length]), REFUSED))
+    headers.append(("tcp6-with-tcp4-length", _v2(0x21, 0x21, V2_ADDRESSES), REFUSED))
+    headers.append(("unix-216", _v2(0x21, 0x31, b"/tmp/x".ljust(108, b"\0") + b"/tmp/y".ljust(108, b"\0")), REFUSED))
+    headers.append(("unix-short", _v2(0x21, 0x31, b"/tmp/x"), REFUSED))
+    headers.append(("length-past-data-then-http", _v2(0x21, 0x11, V2_ADDRESSES, length=40), REFUSED))
+    headers.append(("length-65535", _v2(0x21, 0x11, V2_ADDRESSES, length=0xFFFF), WAITS))
+    headers.append(("length-65535-filled", _v2(0x21, 0x11, V2_ADDRESSES + b"\x00" * (0xFFFF - 12)), TAKEN))
+    headers.append(("local-with-addresses", _v2(0x20, 0x11, V2_ADDRESSES), NO_CLIENT))
+    headers.append(("local-with-garbage", _v2(0x20, 0x00, b"\xff" * 30), NO_CLIENT))
+    headers.append(("partial-signature-6", client.PROXY_V2_SIGNATURE[:6], NOT_PROXY))
+    headers.append(("partial-signature-11", client.PROXY_V2_SIGNATURE[:11], NOT_PROXY))
+    headers.append(("bad-signature-last-byte", _v2(0x21, 0x11, V2_ADDRESSES, signature=client.PROXY_V2_SIGNATURE[:-1] + b"X"), NOT_PROXY))
+    headers.append(("signature-only", client.PROXY_V2_SIGNATURE, REFUSED))
+    headers.append(("fixed-header-only", client.PROXY_V2_SIGNATURE + b"\x21\x11", WAITS))  # "GE" read as the length
+    headers.append(("v1-inside-v2", _v2(0x21, 0x11, b"PROXY TCP4 6.6.6.6 10.0.0.1 1 2\r\n"), REFUSED))
+    for name, raw, kind in headers:
         for listener in ("http", "both"):
             for peer in (LB, ATTACKER):
-                # Envoy refuses the header (closed) or reads it as no PROXY header (the HCM then
-                # answers the bytes 400, or a LOCAL-like header leaves the peer its own client);
-                # from the LB a header Envoy does take names the LB's client.
-                expect = either(refused(CLOSED, 400), accept(listener, peer))
-                if peer == LB:
-                    expect = either(expect, accept(listener, LB, CLIENT))
-                else:
-                    expect = either(expect, accept(listener, ATTACKER, CLIENT))
-                if name in waiting:
-                    expect = expect.also(TIMEOUT)
-                b.add(f"{name}-{listener}-{'lb' if peer == LB else 'attacker'}", listener, expect, peer=peer, proxy=raw,
-                      headers=[("x-forwarded-for", SPOOF)], timeout=1.0)  # fmt: skip
+                b.add(f"{name}-{listener}-{'lb' if peer == LB else 'attacker'}", listener, by_envoy(kind, listener, peer), peer=peer,
+                      proxy=raw, headers=[("x-forwarded-for", SPOOF)], timeout=1.0)  # fmt: skip
     yield from b.cases
 
 
@@ -923,7 +928,9 @@ def proxy_v2_tlvs() -> Iterator[Case]:
     b = Builder("proxy-v2-tlvs")
     tlv = client.tlv
     aws_ok = client.aws_vpce_tlv(VPCE)
-    variants: list[tuple[str, bytes, bool | None]] = [  # (name, TLV bytes, passes the aws allow list; None: Envoy may refuse)
+    # (name, TLV bytes, passes the aws allow list, or REFUSED: Envoy closes the connection). Of two
+    # TLVs of one type, the last one counts (Envoy keeps the last in filter state): measured.
+    variants: list[tuple[str, bytes, bool | str]] = [
         ("aws-ok", aws_ok, True),
         ("aws-unlisted", client.aws_vpce_tlv("vpce-99999999999999999"), False),
         ("aws-nonprintable", tlv(0xEA, b"\x01vpce-\x00\x01\x02\x7f"), False),
@@ -934,42 +941,40 @@ def proxy_v2_tlvs() -> Iterator[Case]:
         ("aws-subtype-only", tlv(0xEA, b"\x01"), False),
         ("aws-trailing-nul", tlv(0xEA, b"\x01" + VPCE.encode() + b"\x00"), False),
         ("aws-prefix", tlv(0xEA, b"\x01" + VPCE.encode()[:-1]), False),
-        ("aws-ok-then-bad", aws_ok + client.aws_vpce_tlv("vpce-99999999999999999"), None),
-        ("aws-bad-then-ok", client.aws_vpce_tlv("vpce-99999999999999999") + aws_ok, None),
-        ("aws-ok-twice", aws_ok + aws_ok, None),
-        ("aws-length-overrun", struct.pack("!BH", 0xEA, 500) + b"\x01" + VPCE.encode(), None),
-        ("aws-length-short", struct.pack("!BH", 0xEA, 5) + b"\x01" + VPCE.encode(), None),
-        ("truncated-tlv-header", aws_ok + b"\xea\x00", None),
+        ("aws-ok-then-bad", aws_ok + client.aws_vpce_tlv("vpce-99999999999999999"), False),
+        ("aws-bad-then-ok", client.aws_vpce_tlv("vpce-99999999999999999") + aws_ok, True),
+        ("aws-ok-twice", aws_ok + aws_ok, True),
+        ("aws-length-overrun", struct.pack("!BH", 0xEA, 500) + b"\x01" + VPCE.encode(), REFUSED),
+        ("aws-length-short", struct.pack("!BH", 0xEA, 5) + b"\x01" + VPCE.encode(), REFUSED),
+        ("truncated-tlv-header", aws_ok + b"\xea\x00", REFUSED),
         ("azure-3-bytes", tlv(0xEE, b"\x01\x78\x56"), False),
         ("azure-6-bytes", tlv(0xEE, b"\x01\x78\x56\x34\x12\x00"), False),
         ("azure-wrong-subtype", tlv(0xEE, b"\x02\x78\x56\x34\x12"), False),
         ("gcp-7-bytes", tlv(0xE0, b"\x11" * 7), False),
         ("gcp-9-bytes", tlv(0xE0, b"\x11" * 9), False),
-        ("crc32c-wrong", aws_ok + tlv(0x03, b"\xde\xad\xbe\xef"), None),
-        ("crc32c-short", aws_ok + tlv(0x03, b"\x01"), None),
+        ("crc32c-wrong", aws_ok + tlv(0x03, b"\xde\xad\xbe\xef"), True),
+        ("crc32c-short", aws_ok + tlv(0x03, b"\x01"), True),
         ("noop-padding", tlv(0x04, b"\x00" * 64) + aws_ok + tlv(0x04, b""), True),
         ("noop-huge", tlv(0x04, b"\x00" * 30000) + aws_ok, True),
-        ("unique-id-long", aws_ok + tlv(0x05, b"\xab" * 200), None),
-        ("authority-nonprintable", aws_ok + tlv(0x02, b"h\x00st\xff"), None),
-        ("ssl-garbage", aws_ok + tlv(0x20, b"\xff" * 10), None),
+        ("unique-id-long", aws_ok + tlv(0x05, b"\xab" * 200), True),
+        ("authority-nonprintable", aws_ok + tlv(0x02, b"h\x00st\xff"), True),
+        ("ssl-garbage", aws_ok + tlv(0x20, b"\xff" * 10), True),
         ("unknown-types", tlv(0x30, b"x") + tlv(0xFF, b"\x00" * 100) + aws_ok, True),
     ]
     for name, tlvs, ok in variants:
         proxy = via(CLIENT, tlvs=tlvs)
         spoofed_headers = [("x-forwarded-for", SPOOF), ("x-amzn-vpce-id", MARKER), ("x-azure-link-id", MARKER)]
         # The aws allow list (require): the listed value alone passes; Envoy may refuse malformed TLVs.
+        envoy_refuses = ok == REFUSED
         for listener in ("http", "both"):
-            if ok is None:
-                expect = either(accept(listener, AWS_PEER, CLIENT, tlv_ok=False), accept(listener, AWS_PEER, CLIENT), refused(CLOSED))
-            else:
-                expect = accept(listener, AWS_PEER, CLIENT, tlv_ok=ok)
+            expect = refused(CLOSED) if envoy_refuses else accept(listener, AWS_PEER, CLIENT, tlv_ok=ok)
             b.add(f"{listener}-aws-rule-{name}", listener, expect, peer=AWS_PEER, proxy=proxy, headers=spoofed_headers)
-        # A `use` rule without an allow list: accepted (or refused by Envoy), R = the LB's client.
-        b.add(f"use-rule-{name}", "http", accept("http", TLV_USE_PEER, CLIENT).also(CLOSED), peer=TLV_USE_PEER, proxy=proxy,
-              headers=spoofed_headers)  # fmt: skip
-        # The attacker's TLVs: refused with the PROXY header (or by Envoy).
-        b.add(f"attacker-{name}", "http", accept("http", ATTACKER, CLIENT).also(CLOSED), peer=ATTACKER, proxy=proxy,
-              headers=spoofed_headers)  # fmt: skip
+        # A `use` rule without an allow list: accepted, R = the LB's client.
+        expect = refused(CLOSED) if envoy_refuses else accept("http", TLV_USE_PEER, CLIENT)
+        b.add(f"use-rule-{name}", "http", expect, peer=TLV_USE_PEER, proxy=proxy, headers=spoofed_headers)
+        # The attacker's TLVs: refused with its PROXY header.
+        expect = refused(CLOSED) if envoy_refuses else accept("http", ATTACKER, CLIENT)
+        b.add(f"attacker-{name}", "http", expect, peer=ATTACKER, proxy=proxy, headers=spoofed_headers)
     for name, peer, tlvs, ok in (
         ("azure-ok", AZURE_PEER, client.azure_link_tlv(AZURE_LINK), True),
         ("azure-other", AZURE_PEER, client.azure_link_tlv(AZURE_LINK + 1), False),
@@ -1015,8 +1020,12 @@ def proxy_twice_and_local() -> Iterator[Case]:
     for first_name, peer, first in firsts:
         for second_name, second in seconds:
             for listener in ("http", "both"):
-                # The second header is request bytes to the HCM: a bad request line, 400, no upstream.
-                b.add(f"{first_name}-then-{second_name}-{listener}", listener, refused(400, CLOSED), peer=peer,
+                # The second header is request bytes to the HCM: a bad request line, 400, no
+                # upstream; unless the first already closed the connection (the attacker's header
+                # under the connection role).
+                first_decision = accept(listener, peer, SPOOF if peer == ATTACKER else None)
+                expect = refused(CLOSED) if first_decision.outcomes == {CLOSED} else refused(400)
+                b.add(f"{first_name}-then-{second_name}-{listener}", listener, expect, peer=peer,
                       proxy=first + second, headers=[("x-forwarded-for", SPOOF)])  # fmt: skip
     # LOCAL / UNKNOWN from peers without a require rule: no client information, C = D.
     for kind, header in (("local", LOCAL_V2), ("unknown", UNKNOWN_V1)):
@@ -1053,14 +1062,10 @@ def health_check_path_abuse() -> Iterator[Case]:
         kind, header = kinds[i % 3]
         for listener in ("http", "both"):
             headers = [("x-forwarded-for", SPOOF), ("x-real-ip", SPOOF), ("forwarded", f"for={SPOOF}")]
-            expect = accept(listener, LB, path=path, headers=headers)
-            if "\\" in path:  # not a URI character: Envoy's codec may refuse the request line
-                expect = expect.also(400)
+            expect = accept(listener, LB, path=path, headers=headers)  # Envoy passes even a backslash on
             b.add(f"{kind}-{listener}-{path}", listener, expect, peer=LB, proxy=header, path=path, headers=headers)
         # The attacker on the same paths: its own client, whatever the path.
-        expect = accept("http", ATTACKER, path=path)
-        b.add(f"attacker-{path}", "http", expect.also(400) if "\\" in path else expect, peer=ATTACKER, proxy=LOCAL_V2, path=path,
-              headers=[("x-forwarded-for", SPOOF)])  # fmt: skip
+        b.add(f"attacker-{path}", "http", peer=ATTACKER, proxy=LOCAL_V2, path=path, headers=[("x-forwarded-for", SPOOF)])
     for method in HC_METHODS:
         for path in (HC_PATH, "/admin"):
             # Envoy's HTTP/1 codec refuses a method it does not know (400) before any filter.
@@ -1071,11 +1076,10 @@ def health_check_path_abuse() -> Iterator[Case]:
     # alone is compared.
     for target, path in ((f"http://trustip.test{HC_PATH}", HC_PATH), (f"http://evil.example{HC_PATH}?a", HC_PATH),
                          ("http://trustip.test/admin", "/admin"), (f"http://trustip.test/admin?{HC_PATH}", "/admin")):  # fmt: skip
-        expect = accept("http", LB, path=path).also(400)
+        expect = accept("http", LB, path=path)
         b.add(f"absolute-{target}", "http", expect, peer=LB, proxy=LOCAL_V2, path=target, headers=[("x-forwarded-for", SPOOF)])
-    # A fragment in the target: Envoy 1.40 refuses it or strips it.
-    expect = accept("http", LB, path=HC_PATH).also(400)
-    b.add("fragment", "http", expect, peer=LB, proxy=LOCAL_V2, path=f"{HC_PATH}#x")
+    # A fragment in the target: Envoy 1.40 refuses the request (400).
+    b.add("fragment", "http", refused(400), peer=LB, proxy=LOCAL_V2, path=f"{HC_PATH}#x")
     yield from b.cases
 
 
@@ -1111,15 +1115,14 @@ def http2() -> Iterator[Case]:
         group = f"h2-{context}"
         for name, headers in stream_headers:
             expect = accept(listener, peer, source, headers=headers)
-            if name == "xff-obs-text" and 200 in expect.outcomes:
-                expect = expect.also(CLOSED, 400)  # h2 codecs may refuse bytes >= 0x80 in a value
             b.add(f"{context}-{name}", listener, expect, peer=peer, proxy=proxy, headers=headers, transport="h2", group=group)
     # The LB's health check over h2.
     for path in (HC_PATH, "/", f"{HC_PATH}?x"):
         b.add(f"lb-local-{path}", "both", peer=LB, proxy=LOCAL_V2, path=path, headers=[("x-forwarded-for", SPOOF)], transport="h2",
               group="h2-local")  # fmt: skip
-    # Names h2 forbids (uppercase, connection-specific, pseudo-headers out of place): Envoy
-    # resets the stream or answers 400; each on its own connection.
+    # Names h2 forbids (uppercase, connection-specific, pseudo-headers out of place), CR/LF/NUL in
+    # a value, TE other than "trailers": Envoy ends the connection (GOAWAY, then closes) without
+    # an answer; each on its own connection.
     forbidden = [
         [("X-Forwarded-For", SPOOF)], [("X-Real-IP", SPOOF)], [("x-forwarded-for", SPOOF), ("Forwarded", f"for={SPOOF}")],
         [("connection", "keep-alive"), ("x-forwarded-for", SPOOF)], [("transfer-encoding", "chunked")],
@@ -1128,9 +1131,7 @@ def http2() -> Iterator[Case]:
     ]  # fmt: skip
     for i, headers in enumerate(forbidden):
         for peer in (ATTACKER, PROXY_PEER):
-            expect = refused(CLOSED, 400)
-            if i == 9:  # te other than "trailers": Envoy drops or refuses it
-                expect = expect.also(200).allowing_r(peer)
+            expect = refused(CLOSED)
             b.add(f"forbidden-{i}-{peer}", "http", expect, peer=peer, headers=headers, transport="h2", group=f"h2-forbidden-{i}-{peer}")
     yield from b.cases
 
@@ -1142,12 +1143,8 @@ def many_and_large_headers() -> Iterator[Case]:
     b = Builder("many-and-large-headers")
     for count in (20, 50, 80, 94, 95, 96, 97, 98, 120):
         headers = [(f"x-junk-{i}", "v") for i in range(count)] + [("x-forwarded-for", SPOOF), ("x-real-ip", SPOOF)]
-        total = count + 5
-        expect = accept("http", ATTACKER, headers=headers)
-        if total > HEADER_COUNT_LIMIT + 1:
-            expect = refused(431)
-        elif total >= HEADER_COUNT_LIMIT - 2:
-            expect = expect.also(431)
+        total = count + 5  # with host, x-test-id, connection: past 100 headers Envoy answers 431
+        expect = refused(431) if total > HEADER_COUNT_LIMIT else accept("http", ATTACKER, headers=headers)
         b.add(f"count-{count}", "http", expect, peer=ATTACKER, headers=headers)
     for size in (1000, 16000, 40000, 57000, 59000, 60500, 61500, 64000, 90000):
         headers = [("x-junk", "a" * size), ("x-forwarded-for", SPOOF)]
