@@ -301,6 +301,8 @@ class Summary:
     requests: int
     connections: int
     attacks: int
+    # Keep-alive connections Envoy ended with `connection: close` on a response.
+    closed_by_envoy: int
     # After each swap: requests that old keep-alive connections still sent under the old policy
     # once new connections had the new one, and how long after the write the last of them closed.
     drained_requests: int
@@ -368,7 +370,8 @@ def check_run(records: list[Record], timeline: Timeline) -> Summary:
             if not later:
                 failures.append(f"{worker}: no new connection opened while {phase.policy} was in force")
     assert not failures, f"{len(failures)} failures in {len(records)} requests:\n" + "\n".join(failures[:30])
-    return Summary(len(records), len(connections), attacks, drained_requests, drain_seconds)
+    closed_by_envoy = sum(1 for record in records if record.closing and record.worker.endswith("keepalive"))
+    return Summary(len(records), len(connections), attacks, closed_by_envoy, drained_requests, drain_seconds)
 
 
 # --- the tests --------------------------------------------------------------------------------
@@ -422,12 +425,15 @@ def test_refused_policy_keeps_the_old_one_under_load(build, envoy, lb, bad_id, b
     print(f"\n[{build}] {bad_id}: {lines[0].split('trustip: ', 1)[1]}; {summary}")
 
 
-def test_old_connection_keeps_its_policy_until_drained(build, start_lds_envoy):
-    """With `--drain-time-s 2`: a connection accepted under A keeps A after the swap to B
-    (while new connections get B) and Envoy closes an idle one when the drain time ends,
-    without a response in flight; then the old filter chain (wasm) or listener (native), and
-    trustip's configuration with it, is gone and Envoy serves on."""
-    envoy = start_lds_envoy("A", drain_time_s=2)
+@pytest.mark.parametrize("strategy", ["gradual", "immediate"])
+def test_old_connection_keeps_its_policy_until_drained(build, start_lds_envoy, strategy):
+    """With `--drain-time-s 2`: a connection accepted under A keeps A after the swap to B while
+    new connections get B. Envoy's default `gradual` strategy closes it after some response
+    (`connection: close`, more likely as the drain time runs out); `immediate` after its next
+    one. An idle one is closed when the drain time ends, with no response in flight. Then the
+    old filter chain (wasm) or listener (native), and trustip's configuration with it, is gone
+    and Envoy serves on."""
+    envoy = start_lds_envoy("A", drain_time_s=2, drain_strategy=strategy)
     source, claimed, _ = CLIENTS["relay-keepalive"]
     proxy = client.proxy_v2(claimed, "10.0.0.1", 4242, 80)
     used = KeepAliveConnection(envoy.port(), source=source, proxy=proxy)
@@ -435,7 +441,10 @@ def test_old_connection_keeps_its_policy_until_drained(build, start_lds_envoy):
     for connection in (used, idle):
         assert seen_policy("relay-keepalive", connection.request(SPOOFED, "before")) == "A"
     phase = apply_policy(envoy, build, "B")
-    assert seen_policy("relay-keepalive", used.request(SPOOFED, "after")) == "A"
+    response = used.request(SPOOFED, "after")
+    assert seen_policy("relay-keepalive", response) == "A"
+    if strategy == "immediate":
+        assert response.header("connection") == "close", response
     ready, _, _ = select.select([idle.sock], [], [], 10)
     closed = time.monotonic() - phase.written
     assert ready and idle.sock.recv(1) == b"", "Envoy did not close the idle old connection"
@@ -447,7 +456,10 @@ def test_old_connection_keeps_its_policy_until_drained(build, start_lds_envoy):
     used.close()
     idle.close()
     envoy.stop()
-    print(f"\n[{build}] idle old connection closed {closed:.2f} s after the rename (drain time 2 s)")
+    print(
+        f"\n[{build}] {strategy}: old connection's next response connection={response.header('connection')}; "
+        f"idle old connection closed {closed:.2f} s after the rename (drain time 2 s)"
+    )
 
 
 def test_envoy_sound_after_many_reloads(build, envoy):

@@ -38,9 +38,11 @@ class FileLdsEnvoy(Envoy):
         native: Path = NATIVE,
         workdir: Path | None = None,
         drain_time_s: int | None = None,
+        drain_strategy: str | None = None,
     ) -> None:
         """`drain_time_s`: Envoy's `--drain-time-s` (None: its default, 600 s), how long a
-        replaced listener or filter chain keeps serving the connections it had."""
+        replaced listener or filter chain keeps serving the connections it had;
+        `drain_strategy`: `--drain-strategy` (None: its default, `gradual`; or `immediate`)."""
         workdir = Path(workdir or tempfile.mkdtemp(prefix=f"trustip-{name}-"))
         self.lds_dir = workdir / "lds"
         self.lds_dir.mkdir(exist_ok=True)
@@ -50,6 +52,7 @@ class FileLdsEnvoy(Envoy):
         self.native = native
         self.version = 0
         self.drain_time_s = drain_time_s
+        self.drain_strategy = drain_strategy
         for spec in listeners:
             if not spec.port:
                 spec.port = net.free_port_pair() if spec.ipv6 and not spec.dual_stack else net.free_port()
@@ -74,6 +77,8 @@ class FileLdsEnvoy(Envoy):
 
     def command(self) -> list[str]:
         drain = ["--drain-time-s", str(self.drain_time_s)] if self.drain_time_s is not None else []
+        if self.drain_strategy:
+            drain += ["--drain-strategy", self.drain_strategy]
         return super().command() + drain
 
     def port(self, name: str = "main") -> int:
