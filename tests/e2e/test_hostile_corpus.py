@@ -14,6 +14,7 @@ an xfail, strictly, so a fix shows up. None is marked today.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections import Counter
@@ -310,10 +311,8 @@ def describe(case: Case) -> str:
             f"transport={case.transport} headers={headers!r}")  # fmt: skip
 
 
-@pytest.mark.parametrize("category", hostile.CATEGORIES)
-def test_category(build, envoy, echo, category):
-    cases = hostile.corpus(category)
-    log_start = envoy.log_size()
+def run(envoy, echo, cases: list[Case]) -> tuple[dict[str, Outcome], dict[str, list[str]], float]:
+    """Sends `cases` to `envoy`; returns their outcomes, the problems of each case, the time."""
     first_recorded = len(echo.requests)
     started = time.monotonic()
     outcomes = execute(cases, envoy)
@@ -322,9 +321,17 @@ def test_category(build, envoy, echo, category):
     for recorded in list(echo.requests[first_recorded:]):
         for value in recorded.get_all("x-test-id"):
             reached.add(value.decode("latin-1"))
+    return outcomes, {case.test_id: problems_of(case, outcomes[case.test_id], reached) for case in cases}, seconds
+
+
+@pytest.mark.parametrize("category", hostile.CATEGORIES)
+def test_category(build, envoy, echo, category):
+    cases = hostile.corpus(category)
+    log_start = envoy.log_size()
+    outcomes, found, seconds = run(envoy, echo, cases)
     failures, unexpected_passes = [], []
     for case in cases:
-        problems = problems_of(case, outcomes[case.test_id], reached)
+        problems = found[case.test_id]
         if case.known_bug and not problems:
             unexpected_passes.append(f"{case.name}: marked known_bug ({case.known_bug}) but passes")
         elif problems and not case.known_bug:
@@ -341,6 +348,39 @@ def test_category(build, envoy, echo, category):
     still_serving(envoy)
     assert not unexpected_passes, "\n".join(unexpected_passes)
     assert not failures, f"{len(failures)} of {len(cases)} cases failed:\n" + "\n".join(failures[:40])
+
+
+def weak(plugin: dict) -> dict:
+    """The same policy, weakened the way a bad configuration would: the attacker's addresses are a
+    `use` rule, trusted for X-Forwarded-For and for the client header."""
+    attacker = [f"{hostile.ATTACKER}/32", f"{hostile.ATTACKER6}/128"]
+    plugin = json.loads(json.dumps(plugin))
+    plugin["rules"] = [{"from": attacker, "proxy_protocol": "use"}, *plugin["rules"]]
+    plugin.setdefault("xff", {}).setdefault("trusted", []).extend(attacker)
+    if "client_header" in plugin:
+        plugin["client_header"]["trusted"].extend(attacker)
+    return plugin
+
+
+def test_invariant_catches_a_weak_policy(build, start_envoy, echo, capsys):
+    """The checks can fail: the same cases, with the expectations of the real policies, against an
+    Envoy whose policies trust the attacker. The attacker's X-Forwarded-For, Forwarded, client
+    header, look-alike headers and PROXY headers are then believed, and the invariant must report
+    the spoofed addresses (or the wrong R) that reach the upstream, in every category."""
+    specs = listeners(build)
+    for spec in specs:
+        spec.plugin = weak(spec.plugin)
+    weak_envoy = start_envoy(*specs, name="hostile-weak")
+    reported = {}
+    for category in hostile.CATEGORIES:
+        cases = hostile.corpus(category)
+        _, found, _ = run(weak_envoy, echo, cases)
+        spoofs = [c for c in cases if any("spoofed address" in p or p.startswith("R = ") for p in found[c.test_id])]
+        reported[category] = (len(spoofs), len(cases))
+        assert spoofs, f"{category}: no case reported a spoof against a policy that trusts the attacker"
+    with capsys.disabled():
+        print(f"\nweak policy ({build}): cases reporting a spoofed address: "
+              + ", ".join(f"{c} {n}/{t}" for c, (n, t) in reported.items()))  # fmt: skip
 
 
 def test_all_categories_ran(build, envoy, capsys):
