@@ -304,7 +304,7 @@ class Summary:
     # Keep-alive connections Envoy ended with `connection: close` on a response.
     closed_by_envoy: int
     # After each swap: requests that old keep-alive connections still sent under the old policy
-    # once new connections had the new one, and how long after the write the last of them closed.
+    # once new connections had the new one, and how long after the write the last was answered.
     drained_requests: int
     drain_seconds: float
 
