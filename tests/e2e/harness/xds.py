@@ -1,9 +1,10 @@
 """Envoy that reads its listeners from a file (LDS over a `path_config_source`), for live reloads.
 
 `FileLdsEnvoy` runs Envoy with `dynamic_resources.lds_config` naming a file in a directory Envoy
-watches (`watched_directory`): a new policy is a new file written beside it and renamed over it
-(`os.replace`, atomic), as a configuration management tool or a Kubernetes ConfigMap update
-does. Envoy reloads the file on every rename into the directory. The listeners are the suite's
+watches (`watched_directory`): a new policy is a new file written next to that directory (same
+file system) and renamed over the watched file (`os.replace`, atomic), so Envoy never reads a
+half-written file. Envoy reloads the file on every rename into the directory, and only then: a
+file rewritten in place is not reloaded. The listeners are the suite's
 (`envoy.listener_config`, either build); the clusters stay static. `listener_stats()` reads the
 listener manager's counters that show what Envoy made of each update.
 """
@@ -99,7 +100,7 @@ class FileLdsEnvoy(Envoy):
         self.update_text(self.resources(listeners))
 
     def update_text(self, text: str) -> None:
-        """Writes `text` to a new file beside the watched directory and renames it over
+        """Writes `text` to a new file next to the watched directory and renames it over
         `lds_path`: Envoy never reads a half-written file, and the rename is what it watches."""
         staging = self.workdir / f"listeners.{self.version}.{time.monotonic_ns()}.tmp"
         staging.write_text(text)
