@@ -360,7 +360,9 @@ fn tlvs(listener: &Listener, out: &mut Findings) {
         let Some(policy) = t.policy() else { continue };
         for key in &policy.tlv_keys_used {
             let base64 = policy.tlv_encoding == TlvEncoding::Base64;
-            let needs_filter_state = !(t.build == Build::Native && t.kind == Kind::Listener);
+            // The native listener filter reads dynamic metadata too, and the native HTTP
+            // filter after it takes the TLVs with its decision (the handoff).
+            let needs_filter_state = t.build == Build::Wasm || listener.native.is_empty();
             let encoding = if base64 {
                 ", value_string_encoding: BASE64"
             } else {
@@ -519,7 +521,7 @@ fn hcm_settings(listener: &Listener, out: &mut Findings) {
                 out.push(
                     "underscore-headers-allowed",
                     &hcm.underscores_at,
-                    "header names with underscores pass (Envoy's default ALLOW): X_Real_IP or X_Forwarded_For are not in trustip's strip list, and CGI-style apps read them as X-Real-IP and X-Forwarded-For",
+                    format!("header names with underscores pass (headers_with_underscores_action {}): X_Real_IP or X_Forwarded_For are not in trustip's strip list, and CGI-style apps read them as X-Real-IP and X-Forwarded-For", hcm.underscores),
                     fix,
                 );
             }
@@ -592,11 +594,14 @@ fn upstream_proxy(listener: &Listener, deployment: &Deployment, out: &mut Findin
             .map(|(_, t)| t)
             .chain(chain.trustip().map(|(_, t)| t))
             .collect();
+        let mut seen: Vec<&str> = Vec::new();
         for t in filters {
             let Some(policy) = t.policy() else { continue };
-            if policy.upstream_proxy_protocol {
+            // One finding per policy: the roles of a listener usually share it.
+            if policy.upstream_proxy_protocol || seen.contains(&t.policy_text.trim()) {
                 continue;
             }
+            seen.push(t.policy_text.trim());
             let ignore = policy
                 .rules
                 .iter()
@@ -640,7 +645,11 @@ fn proxy_without_trust(listener: &Listener, out: &mut Findings) {
         out.push(
             "proxy-without-trust",
             at,
-            "the listener takes PROXY headers and no trustip filter decides this chain: any peer that reaches it directly can send a PROXY header claiming any client address",
+            if listener.platform == Platform::Envoy {
+                "the listener takes PROXY headers and no trustip filter decides this filter chain: any peer that reaches it directly can send a PROXY header claiming any client address"
+            } else {
+                "the gateway takes PROXY headers and no trustip filter runs on it: any peer that reaches it directly can send a PROXY header claiming any client address"
+            },
             match listener.platform {
                 Platform::Envoy => "add trustip to the chain (the network role, or the HTTP role in its HCM, or the native trustip-listener listener filter) with require rules for the load balancer only",
                 Platform::Istio => "deploy trustip's WasmPlugins (`trustip render --target istio`) on the gateway that parses PROXY",

@@ -1,1 +1,216 @@
-//! Fixture tests: every rule's tests/data/lint/<id>/bad.* triggers it; fixed.* does not.
+//! The fixtures: every rule has tests/data/lint/<id>/ with `bad*` files that trigger it (an
+//! error rule as their only error, a warning rule as their only finding) and `fixed*` files
+//! that lint clean; the shipped samples lint clean.
+
+use std::path::{Path, PathBuf};
+
+use super::rules::{Severity, RULES};
+use super::{exit_code, lint, to_json, to_text};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixtures(id: &str) -> Vec<PathBuf> {
+    let dir = repo().join("tests/data/lint").join(id);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn ids(findings: &[super::Finding], severity: Option<Severity>) -> Vec<&'static str> {
+    let mut ids: Vec<&'static str> = findings
+        .iter()
+        .filter(|f| severity.is_none_or(|s| f.severity == s))
+        .map(|f| f.id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Lints one fixture file.
+fn check(path: &Path) -> Vec<super::Finding> {
+    lint(&[path.display().to_string()])
+}
+
+/// `bad*` triggers `id` (alone among errors, or alone for a warning rule) with its
+/// severity's exit status; `fixed*` is clean.
+fn assert_rule(id: &str) {
+    let severity = super::rules::severity(id);
+    let files = fixtures(id);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.file_name().unwrap().to_string_lossy().starts_with("bad")),
+        "{id}: no bad fixture"
+    );
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let findings = check(&file);
+        if name.starts_with("bad") {
+            match severity {
+                Severity::Error => assert_eq!(
+                    ids(&findings, Some(Severity::Error)),
+                    vec![id],
+                    "{}",
+                    file.display()
+                ),
+                Severity::Warning => {
+                    assert_eq!(ids(&findings, None), vec![id], "{}", file.display())
+                }
+            }
+            let expected = if severity == Severity::Error { 2 } else { 1 };
+            assert_eq!(exit_code(&findings), expected, "{}", file.display());
+            for finding in findings.iter().filter(|f| f.id == id) {
+                assert_eq!(finding.location.file, file.display().to_string());
+                assert!(!finding.runtime.is_empty() && !finding.fix.is_empty());
+                assert!(!finding.fix.contains('\n') && !finding.runtime.contains('\n'));
+            }
+        } else if name.starts_with("fixed") {
+            assert!(findings.is_empty(), "{}: {findings:#?}", file.display());
+            assert_eq!(exit_code(&findings), 0);
+        } else {
+            panic!("{}: fixtures are bad* or fixed*", file.display());
+        }
+    }
+}
+
+macro_rules! rule_tests {
+    ($($name:ident => $id:literal,)*) => {
+        $(#[test] fn $name() { assert_rule($id); })*
+
+        #[test]
+        fn every_rule_has_a_test_and_fixtures() {
+            let tested = [$($id),*];
+            for (id, _, _) in RULES {
+                assert!(tested.contains(id), "{id} has no test");
+            }
+            let dirs: Vec<String> = std::fs::read_dir(repo().join("tests/data/lint"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            for dir in &dirs {
+                assert!(RULES.iter().any(|(id, _, _)| id == dir), "tests/data/lint/{dir} is no rule");
+            }
+            assert_eq!(dirs.len(), RULES.len());
+        }
+    };
+}
+
+rule_tests! {
+    unreadable_input => "unreadable-input",
+    no_config_found => "no-config-found",
+    policy_invalid => "policy-invalid",
+    wasm_root_id_mismatch => "wasm-root-id-mismatch",
+    wasm_root_id_unknown => "wasm-root-id-unknown",
+    native_filter_name_mismatch => "native-filter-name-mismatch",
+    wasm_fail_open => "wasm-fail-open",
+    missing_set_filter_state => "missing-set-filter-state",
+    set_filter_state_wrong_source => "set-filter-state-wrong-source",
+    direct_peer_trust_source => "direct-peer-trust-source",
+    tlv_not_readable => "tlv-not-readable",
+    tlv_raw_binary => "tlv-raw-binary",
+    use_remote_address_off => "use-remote-address-off",
+    xff_append_not_skipped => "xff-append-not-skipped",
+    xff_append_not_skipped_overwrite => "xff-append-not-skipped-overwrite",
+    underscore_headers_allowed => "underscore-headers-allowed",
+    strict_proxy_health_checks => "strict-proxy-health-checks",
+    health_check_path_not_admitted => "health-check-path-not-admitted",
+    upstream_proxy_unverified => "upstream-proxy-unverified",
+    upstream_proxy_not_declared => "upstream-proxy-not-declared",
+    proxy_without_trust => "proxy-without-trust",
+    native_listener_order => "native-listener-order",
+    shadow_mode => "shadow-mode",
+    policy_mismatch => "policy-mismatch",
+    wasm_separate_vms => "wasm-separate-vms",
+}
+
+#[test]
+fn shipped_samples_lint_clean() {
+    let mut files: Vec<String> = std::fs::read_dir(repo().join("envoy"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    files.push(
+        repo()
+            .join("deploy/compose/envoy.yaml")
+            .display()
+            .to_string(),
+    );
+    files.push(
+        repo()
+            .join("deploy/compose/policy.json")
+            .display()
+            .to_string(),
+    );
+    assert!(files.len() >= 9);
+    for file in &files {
+        let findings = lint(std::slice::from_ref(file));
+        assert!(findings.is_empty(), "{file}: {findings:#?}");
+    }
+}
+#[test]
+fn json_and_text_output() {
+    let file = repo()
+        .join("tests/data/lint/wasm-fail-open/bad.yaml")
+        .display()
+        .to_string();
+    let findings = lint(std::slice::from_ref(&file));
+    let json = to_json(std::slice::from_ref(&file), &findings);
+    assert_eq!(json["files"][0], file.as_str());
+    assert_eq!(json["errors"], findings.len());
+    assert_eq!(json["warnings"], 0);
+    let first = &json["findings"][0];
+    assert_eq!(first["id"], "wasm-fail-open");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["resource"], "ingress");
+    assert_eq!(
+        first["path"],
+        "static_resources.listeners[0].filter_chains[0].filters[1].typed_config.config.failure_policy"
+    );
+    let text = to_text(std::slice::from_ref(&file), &findings);
+    assert!(
+        text.starts_with(&format!(
+            "error[wasm-fail-open] {file}: ingress: static_resources.listeners[0]"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  fix: failure_policy: FAIL_CLOSED\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("2 errors, 0 warnings in 1 file\n"), "{text}");
+    let clean = to_text(std::slice::from_ref(&file), &[]);
+    assert_eq!(clean, "1 file: no findings\n");
+}
+
+#[test]
+fn files_are_one_deployment_and_missing_files_are_findings() {
+    // Istio resources across files are one gateway: the wiring in one file, the plugins in
+    // another.
+    let dir = std::env::temp_dir().join(format!("trustip-lint-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text =
+        std::fs::read_to_string(repo().join("tests/data/lint/wasm-fail-open/fixed-istio.yaml"))
+            .unwrap();
+    let docs: Vec<&str> = text.split("\n---\n").collect();
+    assert_eq!(docs.len(), 4);
+    let (a, b) = (dir.join("plugins.yaml"), dir.join("wiring.yaml"));
+    std::fs::write(&a, docs[..2].join("\n---\n")).unwrap();
+    std::fs::write(&b, docs[2..].join("\n---\n")).unwrap();
+    let both = lint(&[a.display().to_string(), b.display().to_string()]);
+    assert!(both.is_empty(), "{both:#?}");
+    let alone = lint(&[a.display().to_string()]);
+    assert!(
+        ids(&alone, None).contains(&"missing-set-filter-state"),
+        "{alone:#?}"
+    );
+    let missing = lint(&["/nonexistent/trustip.yaml".to_string()]);
+    assert_eq!(ids(&missing, None), vec!["unreadable-input"]);
+    assert_eq!(exit_code(&missing), 2);
+}
