@@ -917,7 +917,7 @@ def proxy_v2_bad_fields() -> Iterator[Case]:
         for listener in ("http", "both"):
             for peer in (LB, ATTACKER):
                 b.add(f"{name}-{listener}-{'lb' if peer == LB else 'attacker'}", listener, by_envoy(kind, listener, peer), peer=peer,
-                      proxy=raw, headers=[("x-forwarded-for", SPOOF)], timeout=1.0)  # fmt: skip
+                      proxy=raw, headers=[("x-forwarded-for", SPOOF)], timeout=2.5)  # fmt: skip
     yield from b.cases
 
 
