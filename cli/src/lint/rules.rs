@@ -47,6 +47,7 @@ pub const RULES: &[(&str, Severity, &str)] = &[
     ("upstream-proxy-not-declared", Severity::Warning, "PROXY sent upstream and the policy does not say upstream_proxy_protocol"),
     ("proxy-without-trust", Severity::Error, "a PROXY listener where nothing checks who sent the header"),
     ("native-listener-order", Severity::Error, "trustip-listener before proxy_protocol, or with PROXY rules and no proxy_protocol"),
+    ("proxy-protocol-filter-missing", Severity::Error, "require rules on a listener that parses no PROXY header"),
     ("shadow-mode", Severity::Warning, "a policy in shadow mode: nothing is enforced"),
     ("policy-mismatch", Severity::Warning, "trustip filters of one listener with different policies"),
     ("wasm-separate-vms", Severity::Warning, "trustip wasm filters of one listener in different VMs"),
@@ -109,6 +110,7 @@ pub fn check(deployment: &Deployment, out: &mut Findings) {
         upstream_proxy(listener, deployment, out);
         proxy_without_trust(listener, out);
         native_order(listener, out);
+        proxy_protocol_missing(listener, out);
         consistency(listener, out);
     }
 }
@@ -710,5 +712,43 @@ fn consistency(listener: &Listener, out: &mut Findings) {
                 );
             }
         }
+    }
+}
+
+/// `require` rules need a PROXY header, which only the proxy_protocol listener filter parses.
+/// (The native listener filter's case is `native-listener-order`; Istio's gateway may parse
+/// PROXY through mesh-wide settings lint is not given.)
+fn proxy_protocol_missing(listener: &Listener, out: &mut Findings) {
+    if listener.proxy_protocol.is_some()
+        || !listener.native.is_empty()
+        || listener.platform == Platform::Istio
+    {
+        return;
+    }
+    for t in listener.trustip() {
+        let Some(policy) = t.policy() else { continue };
+        let Some(rule) = policy
+            .rules
+            .iter()
+            .position(|r| r.proxy_protocol == Word::Require)
+        else {
+            continue;
+        };
+        let (runtime, fix) = match listener.platform {
+            Platform::EnvoyGateway => (
+                "no ClientTrafficPolicy turns PROXY on: no request ever carries a PROXY source",
+                "a ClientTrafficPolicy for the Gateway with proxyProtocol: {optional: true}",
+            ),
+            _ => (
+                "the listener has no envoy.filters.listener.proxy_protocol: no connection ever carries a PROXY source",
+                "add envoy.filters.listener.proxy_protocol to listener_filters (allow_requests_without_proxy_protocol: true unless only the load balancer connects)",
+            ),
+        };
+        out.push(
+            "proxy-protocol-filter-missing",
+            &t.location,
+            format!("{runtime}, so rules[{rule}] (require) refuses every connection from its peers as missing_proxy (outage)"),
+            fix,
+        );
     }
 }

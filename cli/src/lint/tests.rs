@@ -124,6 +124,7 @@ rule_tests! {
     upstream_proxy_not_declared => "upstream-proxy-not-declared",
     proxy_without_trust => "proxy-without-trust",
     native_listener_order => "native-listener-order",
+    proxy_protocol_filter_missing => "proxy-protocol-filter-missing",
     shadow_mode => "shadow-mode",
     policy_mismatch => "policy-mismatch",
     wasm_separate_vms => "wasm-separate-vms",
