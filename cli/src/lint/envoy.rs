@@ -165,9 +165,20 @@ pub fn read_chain(chain: &Value, location: &Location) -> Chain {
         .into_iter()
         .map(|(filter, path)| read_network_filter(filter, &location.at(&path)))
         .collect();
+    let discovered = |filter: &Value| filter.get("config_discovery").is_some();
+    let opaque = array(chain, "filters", "").into_iter().any(|(filter, _)| {
+        discovered(filter)
+            || filter
+                .get("typed_config")
+                .map(|typed| array(typed, "http_filters", ""))
+                .unwrap_or_default()
+                .into_iter()
+                .any(|(http, _)| discovered(http))
+    });
     Chain {
         location: location.clone(),
         filters,
+        opaque,
     }
 }
 

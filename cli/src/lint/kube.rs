@@ -454,6 +454,7 @@ impl Kube {
                 chains: vec![Chain {
                     location: first,
                     filters,
+                    opaque: false,
                 }],
             });
         }
@@ -493,6 +494,7 @@ impl Kube {
                 chains: vec![Chain {
                     location: first,
                     filters: vec![NetworkFilter::Hcm(Box::new(hcm))],
+                    opaque: false,
                 }],
             });
         }

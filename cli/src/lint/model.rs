@@ -146,6 +146,9 @@ pub struct Hcm {
 pub struct Chain {
     pub location: Location,
     pub filters: Vec<NetworkFilter>,
+    /// A filter of the chain (or of its HCM) comes from ECDS (`config_discovery`): lint cannot
+    /// see what it is, so it does not say that nothing decides the chain.
+    pub opaque: bool,
 }
 
 pub enum NetworkFilter {

@@ -636,7 +636,7 @@ fn proxy_without_trust(listener: &Listener, out: &mut Findings) {
         return;
     }
     for chain in &listener.chains {
-        if chain.trustip().next().is_some() {
+        if chain.opaque || chain.trustip().next().is_some() {
             continue;
         }
         let at = if listener.platform == Platform::Envoy {

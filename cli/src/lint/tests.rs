@@ -215,3 +215,43 @@ fn files_are_one_deployment_and_missing_files_are_findings() {
     assert_eq!(ids(&missing, None), vec!["unreadable-input"]);
     assert_eq!(exit_code(&missing), 2);
 }
+
+fn lint_text(name: &str, text: &str) -> Vec<super::Finding> {
+    let dir = std::env::temp_dir().join(format!("trustip-lint-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    lint(&[path.display().to_string()])
+}
+
+#[test]
+fn an_ecds_filter_is_not_called_undecided() {
+    let listener = |filter: &str| {
+        format!(
+            "resources:\n- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n  name: l\n  listener_filters:\n  - name: envoy.filters.listener.proxy_protocol\n  filter_chains:\n  - filters:\n    - name: envoy.filters.network.http_connection_manager\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n        http_filters:\n        {filter}\n        - name: envoy.filters.http.router\n"
+        )
+    };
+    let plain = lint_text("plain", &listener("- name: envoy.filters.http.cors"));
+    assert_eq!(ids(&plain, None), vec!["proxy-without-trust"]);
+    let ecds = lint_text(
+        "ecds",
+        &listener("- name: trustip\n          config_discovery: {config_source: {ads: {}}}"),
+    );
+    assert!(ecds.is_empty(), "{ecds:#?}");
+}
+
+#[test]
+fn arbitrary_shapes_do_not_panic() {
+    for text in [
+        "static_resources: 3",
+        "static_resources: {listeners: [1, null, {filter_chains: 7}], clusters: {a: 1}}",
+        "resources: [{\"@type\": x.v3.Listener, listener_filters: [{typed_config: 1}]}]",
+        "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nspec: {configPatches: [1, {applyTo: NETWORK_FILTER, patch: 2}]}",
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyExtensionPolicy\nspec: {wasm: [{rootID: trustip-http, config: [1]}], dynamicModule: 3}",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {annotations: {proxy.istio.io/config: '{{{'}}",
+        "- 1\n- [2]\n",
+        "? [a]\n: b\n",
+    ] {
+        let _ = lint_text("shapes", text);
+    }
+}
