@@ -12,3 +12,7 @@ mod filter;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz_checks;

@@ -13,6 +13,8 @@
 #[cfg(not(test))]
 mod abi;
 mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_checks;
 mod http;
 mod listener;
 mod network;

@@ -1,0 +1,4 @@
+//! The `forwarded` target: its check is trustip::fuzz_checks (forwarded), shared with the replay test.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| trustip::fuzz_checks::fuzz("forwarded", data));
