@@ -40,6 +40,17 @@ enum Command {
     /// Envoy Gateway pull), write an OCI layout, optionally push them to a registry.
     Package(package::PackageArgs),
     /// Check trustip's wiring and policy in Envoy, Istio and Envoy Gateway configurations.
+    ///
+    /// Reads Envoy bootstraps and listener files (YAML or JSON, static or file-based xDS),
+    /// Istio manifests (WasmPlugin, EnvoyFilter, the gateway Deployment's proxy.istio.io/config
+    /// annotation), Envoy Gateway manifests (EnvoyExtensionPolicy, ClientTrafficPolicy,
+    /// BackendTrafficPolicy) and trustip policy files; finds every trustip filter of either
+    /// build, validates its policy with the filter's own configuration step and checks the
+    /// wiring around it. Each finding: a stable id, its severity (error: spoofing or an outage
+    /// is possible; warning), the file, resource and JSON path, what happens at run time, and
+    /// the fix. The Kubernetes resources given in one call are taken as one gateway: give all
+    /// of them together. Exit status: 0 clean, 1 warnings only, 2 errors or unreadable input.
+    /// Every rule: docs/lint.md.
     Lint(lint::LintArgs),
 }
 

@@ -19,15 +19,7 @@ use serde_json::{json, Value};
 use model::{compile, Build, Deployment, Kind, Location, Trustip};
 use rules::{Finding, Findings, Severity};
 
-/// Check trustip's wiring and policy in Envoy, Istio and Envoy Gateway configurations.
-///
-/// Reads Envoy bootstraps and listener configurations (YAML or JSON, static or file-based
-/// xDS), Istio manifests (WasmPlugin, EnvoyFilter, the gateway Deployment's
-/// proxy.istio.io/config annotation), Envoy Gateway manifests (EnvoyExtensionPolicy,
-/// ClientTrafficPolicy, BackendTrafficPolicy) and bare trustip policy files. The Kubernetes
-/// resources of one platform given in one call are taken as one gateway: give all of them
-/// together. Exit status: 0 clean, 1 warnings only, 2 errors or unreadable input. Every rule:
-/// docs/lint.md.
+/// `trustip lint`'s arguments (the help text is on the subcommand, in main.rs).
 #[derive(clap::Args)]
 pub struct LintArgs {
     /// Output format.
