@@ -29,6 +29,7 @@ from cli_support import cli  # noqa: F401  (the fixture)
 from harness import client, names
 from harness.envoy import WELL_KNOWN_TLVS, Listener
 from harness.expect import reject_body
+from harness.haproxy import HAProxy
 from harness.lint_cases import (
     ConfigFile,
     FileEnvoy,
@@ -583,6 +584,33 @@ def test_strict_proxy_health_checks(proofs, build, workdir, counters):
         finally:
             bad_lb.stop()
             fixed_lb.stop()
+
+
+def test_strict_proxy_with_health_check_paths_depends_on_the_load_balancer(proofs, build, workdir):
+    """What lint cannot see: with the path listed but PROXY still strict, lint reports no error,
+    and the outcome depends on the load balancer's checks. HAProxy sending PROXY on its checks
+    (a v2 LOCAL header, `check-send-proxy`) keeps Envoy UP; the same check without PROXY is
+    reset and Envoy is DOWN."""
+    rule = "strict-proxy-health-checks"
+    policy = {"rules": [{**LB_RULE, "health_check_paths": [HEALTH_PATH]}]}
+    boot = proofs.bootstrap(Listener(plugin=policy, proxy_protocol="strict", **recommended_layout(build)))
+    answer_health_checks(boot, HEALTH_PATH)
+    config = proofs.write(boot, name=f"{rule}-listed-but-strict")
+    report = proofs.lint(config.path)
+    assert rule not in report.errors and not report.errors, report
+
+    options = dict(bind_ip=LB, source_ip=LB, health_check=HEALTH_PATH)
+    with running(config):
+        local = HAProxy(config.port(), workdir=workdir("haproxy-local-check"), **options).start()
+        plain = PlainCheckHAProxy(config.port(), workdir=workdir("haproxy-plain-check"), **options).start()
+        try:
+            row = local.wait_for_status("UP")
+            assert row["check_status"].removeprefix("* ") == "L7OK", row
+            row = plain.wait_for_status("DOWN")
+            assert row["check_status"].removeprefix("* ") in ("L7RSP", "SOCKERR"), row
+        finally:
+            local.stop()
+            plain.stop()
 
 
 def test_plain_check_haproxy_sends_no_proxy_header(workdir):
