@@ -49,7 +49,8 @@ pub const RULES: &[(&str, Severity, &str)] = &[
     ("native-listener-order", Severity::Error, "trustip-listener before proxy_protocol, or with PROXY rules and no proxy_protocol"),
     ("proxy-protocol-filter-missing", Severity::Error, "require rules on a listener that parses no PROXY header"),
     ("shadow-mode", Severity::Warning, "a policy in shadow mode: nothing is enforced"),
-    ("policy-mismatch", Severity::Warning, "trustip filters of one listener with different policies"),
+    ("policy-mismatch", Severity::Warning, "trustip wasm filters of one listener with different policies"),
+    ("native-policy-mismatch", Severity::Error, "the native listener and HTTP filters of one listener with policy texts that differ"),
     ("wasm-separate-vms", Severity::Warning, "trustip wasm filters of one listener in different VMs"),
 ];
 
@@ -694,11 +695,30 @@ fn consistency(listener: &Listener, out: &mut Findings) {
     let all: Vec<&Trustip> = listener.trustip().collect();
     let Some(first) = all.first() else { return };
     for t in all.iter().skip(1) {
-        if t.policy_text.trim() != first.policy_text.trim() {
+        let native = first.build == Build::Native && t.build == Build::Native;
+        // The native filters compare a fingerprint of the text's bytes; for the wasm roles the
+        // same JSON is the same policy.
+        let same = if native {
+            t.policy_text == first.policy_text
+        } else {
+            match (
+                serde_json::from_str::<serde_json::Value>(&t.policy_text),
+                serde_json::from_str::<serde_json::Value>(&first.policy_text),
+            ) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => t.policy_text.trim() == first.policy_text.trim(),
+            }
+        };
+        if !same {
+            let (id, runtime) = if native {
+                ("native-policy-mismatch", format!("this filter's policy text is not byte for byte the one at {}: the native HTTP filter ignores the listener filter's decision and decides again from the TCP peer alone (P = D), so every request under a require rule (the load balancer's clients) is refused missing_proxy", first.policy_location.path))
+            } else {
+                ("policy-mismatch", format!("this filter's policy differs from the one at {}: the roles of one listener decide by different rules", first.policy_location.path))
+            };
             out.push(
-                "policy-mismatch",
+                id,
                 &t.policy_location,
-                format!("this filter's policy differs from the one at {}: the roles decide by different rules (the native HTTP filter then ignores the listener's decision and decides again from the TCP peer alone)", first.policy_location.path),
+                runtime,
                 "give every trustip filter of a listener the same policy text (a YAML anchor, as `trustip render` writes)",
             );
         }

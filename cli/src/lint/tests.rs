@@ -127,6 +127,7 @@ rule_tests! {
     proxy_protocol_filter_missing => "proxy-protocol-filter-missing",
     shadow_mode => "shadow-mode",
     policy_mismatch => "policy-mismatch",
+    native_policy_mismatch => "native-policy-mismatch",
     wasm_separate_vms => "wasm-separate-vms",
 }
 
