@@ -468,7 +468,7 @@ fn hcm_settings(listener: &Listener, out: &mut Findings) {
                 let runtime = if d_only || alone {
                     "the HCM takes the downstream address from the client's own X-Forwarded-For, and the trustip HTTP filter reads P from it: a direct client's X-Forwarded-For poses as a PROXY source (under a use rule it chooses its own address)"
                 } else {
-                    "the HCM takes the downstream address from the client's own X-Forwarded-For: %DOWNSTREAM_REMOTE_ADDRESS%, RBAC remote_ip and Envoy's own x-envoy-external-address then carry an address the client chose"
+                    "the HCM takes the request's downstream address from the client's own X-Forwarded-For: %DOWNSTREAM_REMOTE_ADDRESS% in access logs, RBAC remote_ip and every other filter reading source.address see an address the client chose"
                 };
                 let fix = match listener.platform {
                     Platform::EnvoyGateway => "leave ClientTrafficPolicy clientIPDetection unset (its xForwardedFor or customHeader turns use_remote_address off); trustip's xff settings do that job",
