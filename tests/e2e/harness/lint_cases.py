@@ -215,12 +215,6 @@ class LintReport:
             (result.errors if finding.get("severity") == "error" else result.warnings).add(finding.get("id"))
         return result
 
-    def finding(self, rule: str) -> dict | None:
-        for finding in self.report.get("findings", []):
-            if finding.get("id") == rule:
-                return finding
-        return None
-
     def __repr__(self) -> str:
         return f"<lint exit {self.code}: errors {sorted(self.errors)}, warnings {sorted(self.warnings)}\n{self.raw}>"
 
