@@ -238,6 +238,10 @@ def trustip_counters(stats: dict[str, int], build: str) -> dict[str, int]:
 
 
 class Run:
+    """One build's soak: starts the upstream, Envoy (edge and HTTP-only listeners), HAProxy, the
+    load generators and the attacker; samples Envoy's RSS; collects every count; checks them
+    (`failures`, `checks`) into `report`."""
+
     def __init__(self, build: str, args, workdir: Path) -> None:
         self.build = build
         self.args = args

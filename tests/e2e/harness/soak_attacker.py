@@ -185,7 +185,7 @@ class Attacker:
                     buffered += chunk
                 if not client._complete(buffered):
                     raise OSError(f"connection ended after {k} responses: {buffered[:200]!r}")
-                head, _, rest = buffered.partition(b"\r\n\r\n")
+                _, _, rest = buffered.partition(b"\r\n\r\n")
                 response = client.parse_response(buffered)
                 buffered = rest[len(response.body) :]
                 self.sent[scenario] += 1
