@@ -272,7 +272,10 @@ fn proxy_strict(listener: &Listener) -> Option<bool> {
 fn set_filter_state(listener: &Listener, out: &mut Findings) {
     for chain in &listener.chains {
         for (position, t) in chain.trustip() {
-            if t.build != Build::Wasm {
+            // The native filters read D themselves; only trustip-http (or -network) without the
+            // listener filter takes D and P from a set_filter_state that records them.
+            let native_alone = t.build == Build::Native && listener.native.is_empty();
+            if t.build != Build::Wasm && !native_alone {
                 continue;
             }
             let Some(policy) = t.policy() else { continue };
@@ -292,6 +295,9 @@ fn set_filter_state(listener: &Listener, out: &mut Findings) {
                         format!("format_string.text_format_source.inline_string: \"{}\"", names::DIRECT_PEER_FORMAT),
                     );
                 }
+                continue;
+            }
+            if t.build == Build::Native {
                 continue;
             }
             let later = chain
