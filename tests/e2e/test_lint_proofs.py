@@ -338,12 +338,6 @@ def test_set_filter_state_wrong_source(proofs):
 
 
 @pytest.mark.native_only("the wasm build's case is the previous test")
-@pytest.mark.xfail(
-    raises=LintMismatch,
-    strict=True,
-    reason="lint checks set_filter_state's source for wasm filters only, but trustip-http alone reads D from "
-    "trustip.direct_peer when set_filter_state records it: the same spoof (issue 13: told to the lint's owner)",
-)
 def test_set_filter_state_wrong_source_native_http_filter(proofs):
     """The native HTTP filter alone takes D (and P) from `direct_peer.filter_state` when a
     set_filter_state filter records it: the wrong source fools it the same way. Envoy first,
