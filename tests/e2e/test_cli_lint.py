@@ -259,7 +259,7 @@ def test_files_are_one_deployment(cli, directory):  # noqa: F811
     wiring.write_text("\n---\n".join(documents[2:]))
     lint_json(cli, plugins, wiring, expect=0)
     run, report = lint_json(cli, plugins, expect=2)
-    assert {"missing-set-filter-state", "underscore-headers-allowed", "xff-append-not-skipped-overwrite"} <= ids(report), run
+    assert {"missing-set-filter-state", "underscore-headers-allowed", "xff-append-extra-hop"} <= ids(report), run
 
 
 def test_worst_finding_decides_the_exit_status(cli):  # noqa: F811

@@ -38,8 +38,8 @@ pub const RULES: &[(&str, Severity, &str)] = &[
     ("tlv-not-readable", Severity::Error, "a TLV the policy reads that the proxy_protocol filter does not store where the filter reads it"),
     ("tlv-raw-binary", Severity::Warning, "binary TLVs read with tlv_encoding raw"),
     ("use-remote-address-off", Severity::Error, "an HCM with a trustip HTTP filter and use_remote_address off"),
-    ("xff-append-not-skipped", Severity::Error, "Envoy appends to X-Forwarded-For and the policy passes the header on (append, preserve)"),
-    ("xff-append-not-skipped-overwrite", Severity::Warning, "Envoy appends to X-Forwarded-For before trustip reads it (overwrite, remove)"),
+    ("xff-append-not-skipped", Severity::Error, "Envoy appends to X-Forwarded-For, the policy passes the header on (append, preserve) and lets unverified PROXY sources through (an ignore rule, or shadow mode)"),
+    ("xff-append-extra-hop", Severity::Warning, "Envoy appends to X-Forwarded-For before trustip reads it: one hop more in the header trustip reads (and, with append or preserve, passes on)"),
     ("underscore-headers-allowed", Severity::Error, "an HCM with a trustip HTTP filter that lets header names with underscores through"),
     ("strict-proxy-health-checks", Severity::Error, "strict PROXY and a load-balancer health check no require rule admits"),
     ("health-check-path-not-admitted", Severity::Warning, "a health check path no require rule admits, on a listener that also takes connections without PROXY"),
@@ -489,36 +489,7 @@ fn hcm_settings(listener: &Listener, out: &mut Findings) {
                 );
             } else if !hcm.skip_xff_append {
                 for policy in &policies {
-                    let mode = policy.headers.x_forwarded_for;
-                    let fix = match listener.platform {
-                        Platform::EnvoyGateway => "Envoy Gateway cannot skip its append without turning use_remote_address off: use headers.x_forwarded_for overwrite",
-                        Platform::Istio => "skip_xff_append: true in the EnvoyFilter's HCM patch",
-                        Platform::Envoy => "skip_xff_append: true",
-                    };
-                    if matches!(mode, XffMode::Append | XffMode::Preserve) {
-                        out.push(
-                            "xff-append-not-skipped",
-                            &hcm.skip_xff_append_at,
-                            format!("Envoy appends the PROXY-derived address to X-Forwarded-For before trustip runs, and x_forwarded_for {} passes the header on: the upstream gets an address trustip did not verify (a refused or shadowed PROXY source) as the last hop", if mode == XffMode::Append { "append" } else { "preserve" }),
-                            fix,
-                        );
-                    } else if policy.xff_hops > 0 || listener.platform != Platform::EnvoyGateway {
-                        let effect = if policy.xff_hops > 0 {
-                            "xff.trusted_hops counts Envoy's own hop, so R is one hop nearer than configured"
-                        } else {
-                            "trustip walks one element more than the client sent (Envoy's own, counted against xff.max_entries)"
-                        };
-                        let fix = match listener.platform {
-                            Platform::EnvoyGateway => "count Envoy's own hop in xff.trusted_hops (N + 1), or list the proxies in xff.trusted and leave trusted_hops at 0",
-                            _ => fix,
-                        };
-                        out.push(
-                            "xff-append-not-skipped-overwrite",
-                            &hcm.skip_xff_append_at,
-                            format!("Envoy appends the PROXY-derived address to X-Forwarded-For before trustip reads it: {effect}"),
-                            fix,
-                        );
-                    }
+                    xff_append(listener.platform, &hcm.skip_xff_append_at, policy, out);
                 }
             }
             if !matches!(hcm.underscores.as_str(), "DROP_HEADER" | "REJECT_REQUEST") {
@@ -536,6 +507,83 @@ fn hcm_settings(listener: &Listener, out: &mut Findings) {
             }
         }
     }
+}
+
+/// `use_remote_address` without `skip_xff_append`: Envoy appends the connection's source (P, or D
+/// without PROXY) to X-Forwarded-For before trustip runs. That address is one trustip did not
+/// verify only where the policy lets such a connection through: an `ignore` rule (C = D while
+/// Envoy appended P), or shadow mode (a would-be rejection goes on with C = D). In enforce mode
+/// with only require/use/reject/deny rules it is the verified client C, and the appended hop is
+/// an extra element: the upstream sees the client twice (append) or one hop more than the
+/// client sent (preserve), and xff.trusted_hops counts one hop too many.
+fn xff_append(platform: Platform, at: &Location, policy: &Policy, out: &mut Findings) {
+    let mode = policy.headers.x_forwarded_for;
+    let mode_name = match mode {
+        XffMode::Overwrite => "overwrite",
+        XffMode::Append => "append",
+        XffMode::Preserve => "preserve",
+        XffMode::Remove => "remove",
+    };
+    let passes_on = matches!(mode, XffMode::Append | XffMode::Preserve);
+    let fix = match platform {
+        Platform::EnvoyGateway => "Envoy Gateway cannot skip its append without turning use_remote_address off: use headers.x_forwarded_for overwrite",
+        Platform::Istio => "skip_xff_append: true in the EnvoyFilter's HCM patch",
+        Platform::Envoy => "skip_xff_append: true",
+    };
+    let ignore = policy
+        .rules
+        .iter()
+        .position(|r| r.proxy_protocol == Word::Ignore);
+    let shadow = policy.mode == Mode::Shadow;
+    if passes_on && (ignore.is_some() || shadow) {
+        let why = match (ignore, shadow) {
+            (Some(i), true) => {
+                format!("rules[{i}] is an ignore rule and the policy is in shadow mode")
+            }
+            (Some(i), false) => format!("rules[{i}] is an ignore rule"),
+            _ => "the policy is in shadow mode".to_string(),
+        };
+        out.push(
+            "xff-append-not-skipped",
+            at,
+            format!("Envoy appends the PROXY-derived address to X-Forwarded-For before trustip runs, and x_forwarded_for {mode_name} passes the header on; {why}, so for an ignored (or, in shadow mode, refused) PROXY source trustip decides C = D while the upstream gets that source, an address trustip did not verify, as the last hop"),
+            fix,
+        );
+        return;
+    }
+    let hops = policy.xff_hops > 0;
+    // On Envoy Gateway the append cannot be turned off: overwrite or remove without
+    // trusted_hops changes nothing there worth a finding.
+    if platform == Platform::EnvoyGateway && !hops && !passes_on {
+        return;
+    }
+    let mut effects = Vec::new();
+    match mode {
+        XffMode::Append => effects.push("x_forwarded_for append adds C after Envoy's hop, which is C too, so the upstream sees the client twice (..., C, C)"),
+        XffMode::Preserve => effects.push("x_forwarded_for preserve passes on Envoy's hop, so the upstream gets one element more than the client sent (C)"),
+        XffMode::Overwrite | XffMode::Remove if !hops => effects.push("trustip walks one element more than the client sent (Envoy's own, counted against xff.max_entries)"),
+        _ => {}
+    }
+    if hops {
+        effects.push(
+            "xff.trusted_hops counts Envoy's own hop, so R is one hop nearer than configured",
+        );
+    }
+    let fix = match (platform, passes_on, hops) {
+        (Platform::EnvoyGateway, true, true) => "Envoy Gateway cannot skip its append without turning use_remote_address off: use headers.x_forwarded_for overwrite, and count Envoy's own hop in xff.trusted_hops (N + 1) or list the proxies in xff.trusted and leave trusted_hops at 0",
+        (Platform::EnvoyGateway, false, _) => "count Envoy's own hop in xff.trusted_hops (N + 1), or list the proxies in xff.trusted and leave trusted_hops at 0",
+        _ => fix,
+    };
+    out.push(
+        "xff-append-extra-hop",
+        at,
+        if passes_on {
+            format!("Envoy appends the PROXY-derived address to X-Forwarded-For before trustip reads it; with no ignore rule and in enforce mode that is the verified client C: {}", effects.join("; "))
+        } else {
+            format!("Envoy appends the PROXY-derived address to X-Forwarded-For before trustip reads it: {}", effects.join("; "))
+        },
+        fix,
+    );
 }
 
 /// Load-balancer health checks the listener answers, against PROXY and the require rules.
@@ -751,30 +799,39 @@ fn proxy_protocol_missing(listener: &Listener, out: &mut Findings) {
     {
         return;
     }
-    for t in listener.trustip() {
-        let Some(policy) = t.policy() else { continue };
-        let Some(rule) = policy
-            .rules
-            .iter()
-            .position(|r| r.proxy_protocol == Word::Require)
-        else {
-            continue;
-        };
-        let (runtime, fix) = match listener.platform {
-            Platform::EnvoyGateway => (
-                "no ClientTrafficPolicy turns PROXY on: no request ever carries a PROXY source",
-                "a ClientTrafficPolicy for the Gateway with proxyProtocol: {optional: true}",
-            ),
-            _ => (
-                "the listener has no envoy.filters.listener.proxy_protocol: no connection ever carries a PROXY source",
-                "add envoy.filters.listener.proxy_protocol to listener_filters (allow_requests_without_proxy_protocol: true unless only the load balancer connects)",
-            ),
-        };
-        out.push(
-            "proxy-protocol-filter-missing",
-            &t.location,
-            format!("{runtime}, so rules[{rule}] (require) refuses every connection from its peers as missing_proxy (outage)"),
-            fix,
-        );
+    for chain in &listener.chains {
+        // A trustip network filter decides when the connection opens, before any HTTP.
+        let network = chain.trustip().any(|(_, t)| t.kind == Kind::Network);
+        for (_, t) in chain.trustip() {
+            let Some(policy) = t.policy() else { continue };
+            let Some(rule) = policy
+                .rules
+                .iter()
+                .position(|r| r.proxy_protocol == Word::Require)
+            else {
+                continue;
+            };
+            let (missing, fix) = match listener.platform {
+                Platform::EnvoyGateway => (
+                    "no ClientTrafficPolicy turns PROXY on: no request ever carries a PROXY source",
+                    "a ClientTrafficPolicy for the Gateway with proxyProtocol: {optional: true}",
+                ),
+                _ => (
+                    "the listener has no envoy.filters.listener.proxy_protocol: no connection ever carries a PROXY source",
+                    "add envoy.filters.listener.proxy_protocol to listener_filters (allow_requests_without_proxy_protocol: true unless only the load balancer connects)",
+                ),
+            };
+            let effect = if network {
+                format!("the trustip network filter closes every connection from the peers of rules[{rule}] (require), the load balancer's, as missing_proxy before any byte goes further, with a PROXY header or without (outage)")
+            } else {
+                format!("when a peer of rules[{rule}] (require), the load balancer, sends its PROXY header, Envoy's HTTP codec answers a plain 400 (the PROXY line is not an HTTP request line; trustip decides nothing), and its requests without one are refused {} missing_proxy (outage)", policy.reject_status)
+            };
+            out.push(
+                "proxy-protocol-filter-missing",
+                &t.location,
+                format!("{missing}; {effect}"),
+                fix,
+            );
+        }
     }
 }

@@ -116,7 +116,7 @@ rule_tests! {
     tlv_raw_binary => "tlv-raw-binary",
     use_remote_address_off => "use-remote-address-off",
     xff_append_not_skipped => "xff-append-not-skipped",
-    xff_append_not_skipped_overwrite => "xff-append-not-skipped-overwrite",
+    xff_append_extra_hop => "xff-append-extra-hop",
     underscore_headers_allowed => "underscore-headers-allowed",
     strict_proxy_health_checks => "strict-proxy-health-checks",
     health_check_path_not_admitted => "health-check-path-not-admitted",
@@ -254,5 +254,67 @@ fn arbitrary_shapes_do_not_panic() {
         "? [a]\n: b\n",
     ] {
         let _ = lint_text("shapes", text);
+    }
+}
+
+/// Envoy's X-Forwarded-For append leaks an unverified address only where the policy lets an
+/// unverified PROXY source through (an ignore rule, shadow mode); the error says which. Else
+/// the append is the verified client, one hop more: the warning.
+#[test]
+fn xff_append_is_an_error_only_with_ignore_or_shadow() {
+    let runtime = |id: &str, file: &str| -> String {
+        let path = repo().join("tests/data/lint").join(id).join(file);
+        let findings = check(&path);
+        let finding = findings
+            .iter()
+            .find(|f| f.id == id)
+            .unwrap_or_else(|| panic!("{}: {findings:#?}", path.display()));
+        finding.runtime.clone()
+    };
+    let ignore = runtime("xff-append-not-skipped", "bad.yaml");
+    assert!(ignore.contains("rules[1] is an ignore rule,"), "{ignore}");
+    assert!(
+        ignore.contains("an ignored (or, in shadow mode, refused) PROXY source"),
+        "{ignore}"
+    );
+    let shadow = runtime("xff-append-not-skipped", "bad-shadow.yaml");
+    assert!(
+        shadow.contains(
+            "x_forwarded_for preserve passes the header on; the policy is in shadow mode,"
+        ),
+        "{shadow}"
+    );
+    let gateway = runtime("xff-append-not-skipped", "bad-envoy-gateway.yaml");
+    assert!(gateway.contains("rules[1] is an ignore rule,"), "{gateway}");
+    let twice = runtime("xff-append-extra-hop", "bad-append.yaml");
+    assert!(twice.contains("sees the client twice"), "{twice}");
+    let hops = runtime("xff-append-extra-hop", "bad.yaml");
+    assert!(
+        hops.contains("xff.trusted_hops counts Envoy's own hop"),
+        "{hops}"
+    );
+}
+
+/// Without the proxy_protocol listener filter the load balancer's PROXY header is bytes to the
+/// HTTP codec (a plain 400, no trustip decision); only its plain requests reach trustip.
+#[test]
+fn proxy_protocol_filter_missing_says_what_envoy_answers() {
+    let dir = repo().join("tests/data/lint/proxy-protocol-filter-missing");
+    let http = check(&dir.join("bad-envoy-gateway.yaml"));
+    let runtime = &http[0].runtime;
+    assert!(
+        runtime.contains("Envoy's HTTP codec answers a plain 400")
+            && runtime.contains("requests without one are refused 403 missing_proxy"),
+        "{runtime}"
+    );
+    let network = check(&dir.join("bad.yaml"));
+    assert_eq!(network.len(), 2, "{network:#?}");
+    for finding in &network {
+        assert!(
+            finding
+                .runtime
+                .contains("the trustip network filter closes every connection"),
+            "{finding:#?}"
+        );
     }
 }
