@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -57,6 +58,21 @@ def test_every_rule_has_fixtures_and_docs():
     for rule in rules:
         assert any(p.name.startswith("bad") for p in (FIXTURES / rule).iterdir()), rule
         assert f"`{rule}`" in docs, f"docs/lint.md does not describe {rule}"
+
+
+def test_every_rule_in_the_readme_and_every_error_proved_in_envoy():
+    """The README's lint section lists every rule; every error rule but `unreadable-input` (a
+    file nothing can parse: Envoy refuses it too) has its proof in real Envoy,
+    tests/e2e/test_lint_proofs.py."""
+    rules = {p.name for p in FIXTURES.iterdir() if p.is_dir()}
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Check the wiring before it ships"):]
+    section = section[: section.index("\n## ", 1)]
+    listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.M))
+    assert listed == rules, (rules - listed, listed - rules)
+    proofs = (REPO / "tests" / "e2e" / "test_lint_proofs.py").read_text()
+    proved = set(re.findall(r'rule = "([a-z0-9-]+)"', proofs))
+    assert proved == ERROR_RULES - {"unreadable-input"}, (ERROR_RULES - proved, proved - ERROR_RULES)
 
 
 @pytest.mark.parametrize("path", fixture_files(), ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -20,6 +20,7 @@ were shown to be able to fail.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -738,3 +739,32 @@ def test_native_listener_order(proofs, counters):
         response = spoof_request(fixed.port())
         assert response.closed, response
         assert proofs.upstream(response) is None
+
+
+# --- native-policy-mismatch --------------------------------------------------------------------
+
+
+@pytest.mark.native_only("the native filters compare the policy's bytes; the wasm roles are the previous rules")
+def test_native_policy_mismatch(proofs):
+    """trustip-listener and trustip-http given the same policy written differently: the HTTP
+    filter does not take the listener's decision (another policy, by its bytes), decides again
+    from the TCP peer alone (P = D), and refuses the load balancer's clients `missing_proxy`."""
+    rule = "native-policy-mismatch"
+    options = dict(plugin=POLICY, listener_role=True, http_role=True, direct_peer_format=names.DIRECT_PEER_FORMAT)
+    bad = proofs.bootstrap(Listener(**options))
+    (listener_filter,) = (f for f in bad.listener()["listener_filters"] if f["name"] == names.NAMES["listener_filter_name"])
+    config = listener_filter["typed_config"]["filter_config"]
+    respelled = json.dumps(json.loads(config["value"]), indent=2)
+    assert json.loads(respelled) == json.loads(config["value"]) and respelled != config["value"]
+    config["value"] = respelled
+    fixed = proofs.bootstrap(Listener(**options))
+    bad, fixed = proofs.pair(rule, bad, fixed)
+
+    with running(bad, fixed):
+        response = lb_request(bad.port())
+        assert response.status == 403 and response.header("x-trustip-reject") == "missing_proxy", response
+        assert proofs.upstream(response) is None
+
+        response = lb_request(fixed.port())
+        assert response.status == 200, response
+        assert response.upstream_header("x-envoy-external-address") == CLIENT
