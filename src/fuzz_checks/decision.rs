@@ -315,7 +315,8 @@ pub(crate) fn std_socket(bytes: &[u8]) -> Option<(IpAddr, u16)> {
     Some((reference::canonical(ip), port))
 }
 
-/// [`std_socket`]'s address.
+/// [`std_socket`]'s address (for the native target).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) fn std_peer(bytes: &[u8]) -> Option<IpAddr> {
     std_socket(bytes).map(|(ip, _)| ip)
 }
