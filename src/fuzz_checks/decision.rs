@@ -17,8 +17,8 @@
 //!   refuses; with PROXY sent upstream an accepted PROXY header is always the one used;
 //! - R differs from C only in the HTTP role, when C (not a health check) is in `xff.trusted`
 //!   or the hop the walk reached is trusted for the client header, and R is then an address of
-//!   the walked header or of the client header; with the plain walk or a count of hops, R and
-//!   the chain are the reference walk's;
+//!   the walked header or of the client header; R, the chain and the client header's use are
+//!   a model's: the reference walk (trusted blocks or a count of hops), then the client header;
 //! - the headers written carry only R, C, the chain (addresses that were D, P or in the walked
 //!   input), TLV values decoded from PROXY information that was used, or the incoming value
 //!   (append); an untrusted C's strip list is removed; nothing outside the policy's names;
@@ -647,51 +647,41 @@ fn check_request(
         format!("chain {chain:?} holds an address that was not in the input")
     })?;
 
-    // R moves past C only from a trusted C, or through a trusted edge's client header.
-    let walk_part = if used {
-        chain.get(1..).unwrap_or_default()
-    } else {
-        chain
-    };
-    let walk_r = walk_part.first().copied().unwrap_or(c);
-    if walk_r != c {
-        ensure(c_trusted, || format!("R moved from an untrusted C {c}"))?;
-    }
-    if used {
-        ensure(
-            !health
-                && header_value == Some(r)
-                && reference::any_contains(&reference.header_trusted, walk_r),
-            || format!("client header used from {walk_r}, value {header_value:?}"),
-        )?;
-    } else if let Some(h) = &policy.client_header {
-        let invalid = request.client_header == HeaderUse::Invalid;
-        let trusted_edge = !health && reference::any_contains(&reference.header_trusted, walk_r);
-        ensure(invalid == (trusted_edge && header_value.is_none()), || {
-            format!(
-                "client header {} {:?} from {walk_r}",
-                h.name, request.client_header
-            )
-        })?;
-        ensure(!trusted_edge || invalid, || {
-            format!("a valid client header from the trusted {walk_r} was not used")
-        })?;
-    }
-    // The walk itself, against the reference walk.
-    if c_trusted {
-        let (want_r, want_chain, _) = match policy.xff_hops {
+    // The request, modelled: the walk (only from a trusted C that is not a health check),
+    // then the client header when the hop the walk reached is trusted for it. A client header
+    // equal to the walk's R adds no hop (no address next to itself).
+    let (walk_r, walk_chain) = if c_trusted {
+        let (r, chain, _) = match policy.xff_hops {
             0 => reference::walk(c, &elements, &reference.xff_trusted, policy.xff_max_entries),
             n => reference::count_hops(c, &elements, n),
         };
-        ensure(
-            walk_r == want_r && walk_part == want_chain.as_slice(),
-            || format!("walk gave {walk_part:?}, reference {want_chain:?}"),
-        )?;
+        (r, chain)
     } else {
-        ensure(walk_part == [c], || {
-            format!("walked {walk_part:?} from untrusted C {c}")
-        })?;
-    }
+        (c, vec![c])
+    };
+    let trusted_edge = policy.client_header.is_some()
+        && !health
+        && reference::any_contains(&reference.header_trusted, walk_r);
+    let (want_use, want_r, want_chain) = match (trusted_edge, header_value) {
+        (true, Some(ip)) => {
+            let mut chain = walk_chain.clone();
+            if chain.first() != Some(&ip) {
+                chain.insert(0, ip);
+            }
+            (HeaderUse::Used, ip, chain)
+        }
+        (true, None) => (HeaderUse::Invalid, walk_r, walk_chain),
+        (false, _) => (HeaderUse::NotTrusted, walk_r, walk_chain),
+    };
+    ensure(
+        request.client_header == want_use && r == want_r && chain == want_chain.as_slice(),
+        || {
+            format!(
+                "request gave {:?} R {r} chain {chain:?}; model {want_use:?} R {want_r} chain {want_chain:?}",
+                request.client_header
+            )
+        },
+    )?;
 
     // The headers written.
     let rules = &policy.headers;
