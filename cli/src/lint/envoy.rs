@@ -290,6 +290,11 @@ fn read_hcm(filter: &Value, at: &Location) -> Hcm {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         use_remote_address_at: config_at.at(&child(&config_at.path, "use_remote_address")),
+        xff_num_trusted_hops: config
+            .get("xff_num_trusted_hops")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        xff_num_trusted_hops_at: config_at.at(&child(&config_at.path, "xff_num_trusted_hops")),
         skip_xff_append: config
             .get("skip_xff_append")
             .and_then(Value::as_bool)

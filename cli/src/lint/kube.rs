@@ -435,6 +435,8 @@ impl Kube {
                 filters.push(NetworkFilter::Hcm(Box::new(Hcm {
                     use_remote_address,
                     use_remote_address_at,
+                    xff_num_trusted_hops: 0,
+                    xff_num_trusted_hops_at: first.clone(),
                     skip_xff_append,
                     skip_xff_append_at,
                     underscores,
@@ -475,6 +477,8 @@ impl Kube {
             let hcm = Hcm {
                 use_remote_address: gateway.client_ip_detection.is_none(),
                 use_remote_address_at: gateway.client_ip_detection.unwrap_or_else(|| ctp.clone()),
+                xff_num_trusted_hops: 0,
+                xff_num_trusted_hops_at: ctp.clone(),
                 skip_xff_append: false,
                 skip_xff_append_at: ctp.clone(),
                 underscores,

@@ -142,6 +142,23 @@ pub fn to_json(files: &[String], findings: &[Finding]) -> Value {
     })
 }
 
+/// Text from the inputs (file names, resource names, paths and values quoted in messages) as
+/// the terminal may show it: control characters (escape sequences, line breaks) and the
+/// Unicode bidirectional controls escaped, so a finding stays one line per field and a name
+/// cannot rewrite the terminal.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn to_text(files: &[String], findings: &[Finding]) -> String {
     let mut out = String::new();
     for f in findings {
@@ -153,11 +170,12 @@ pub fn to_text(files: &[String], findings: &[Finding]) -> String {
             place.push_str(&format!(": {}", f.location.path));
         }
         out.push_str(&format!(
-            "{}[{}] {place}\n  at run time: {}\n  fix: {}\n",
+            "{}[{}] {}\n  at run time: {}\n  fix: {}\n",
             f.severity.name(),
             f.id,
-            f.runtime,
-            f.fix
+            printable(&place),
+            printable(&f.runtime),
+            printable(&f.fix)
         ));
     }
     let (errors, warnings) = (

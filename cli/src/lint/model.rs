@@ -129,6 +129,10 @@ pub struct Hcm {
     pub use_remote_address: bool,
     /// Where use_remote_address comes from, for the finding's path.
     pub use_remote_address_at: Location,
+    /// `xff_num_trusted_hops` (Envoy): above 0 the HCM takes the downstream address from
+    /// X-Forwarded-For even with use_remote_address.
+    pub xff_num_trusted_hops: u64,
+    pub xff_num_trusted_hops_at: Location,
     pub skip_xff_append: bool,
     pub skip_xff_append_at: Location,
     /// `headers_with_underscores_action` as Envoy spells it (ALLOW when unset in Envoy).

@@ -23,10 +23,31 @@ pub fn read_text(file: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8 text"))
 }
 
+/// More `[` and `{` open at once than this is refused before parsing.
+const MAX_OPEN_BRACKETS: usize = 1000;
+
 /// The documents of a file's text: JSON when it parses as JSON, YAML otherwise (JSON is YAML,
 /// but serde_json's errors name the line and column of a broken JSON file). Empty YAML
 /// documents (`---` with nothing after it) are left out.
 pub fn documents(text: &str) -> Result<Vec<Document>, String> {
+    // The YAML scanner keeps a possible key per open flow collection and checks them all at
+    // every token: time grows with depth times length (a 240 KB `{"a":{"a":...` took half a
+    // minute) before the parser's own limit of 128 levels refuses it. Brackets counted
+    // anywhere (strings and comments too) overestimate the depth, so the bound is well above
+    // any configuration's.
+    let mut depth = 0usize;
+    for byte in text.bytes() {
+        match byte {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_OPEN_BRACKETS {
+            return Err(format!(
+                "more than {MAX_OPEN_BRACKETS} brackets open at once: nested too deeply"
+            ));
+        }
+    }
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         if let Ok(value) = serde_json::from_str::<Value>(text) {
@@ -96,6 +117,29 @@ mod tests {
         assert_eq!(docs[0].value["c"]["k"], 1);
         assert_eq!(docs[0].value["c"]["m"], 2);
         assert_eq!(docs[1].value["kind"], "Thing");
+    }
+
+    /// Deep flow nesting is refused at once, not after a scan quadratic in the depth; a
+    /// configuration's brackets (a policy in a block scalar included) pass.
+    #[test]
+    fn deep_nesting_is_refused_quickly() {
+        let deep = format!("{}1{}", "{\"a\":".repeat(40_000), "}".repeat(40_000));
+        let started = std::time::Instant::now();
+        let err = documents(&deep).err().unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{err}"
+        );
+        assert!(err.contains("nested too deeply"), "{err}");
+        let err = documents(&format!("a: {}", "[".repeat(5_000)))
+            .err()
+            .unwrap();
+        assert!(err.contains("nested too deeply"), "{err}");
+        let policy = format!(
+            "v: |\n  {}\n",
+            "{\"rules\": [{\"from\": [\"10.0.0.0/8\"]}]}".repeat(500)
+        );
+        assert!(documents(&policy).is_ok());
     }
 
     #[test]

@@ -468,25 +468,38 @@ fn hcm_settings(listener: &Listener, out: &mut Findings) {
                 continue;
             }
             let policies: Vec<&Policy> = hcm.http.iter().filter_map(Trustip::policy).collect();
-            if !hcm.use_remote_address {
+            // use_remote_address with xff_num_trusted_hops N > 0 takes the downstream address
+            // from X-Forwarded-For as well: the N-th element from the right, one the client
+            // wrote when it connects directly.
+            let hops = hcm.use_remote_address && hcm.xff_num_trusted_hops > 0;
+            if !hcm.use_remote_address || hops {
                 let alone =
                     hcm.http.iter().any(|t| t.build == Build::Native) && listener.native.is_empty();
-                let runtime = if d_only || alone {
-                    "the HCM takes the downstream address from the client's own X-Forwarded-For, and the trustip HTTP filter reads P from it: a direct client's X-Forwarded-For poses as a PROXY source (under a use rule it chooses its own address)"
+                let from = if hops {
+                    format!(
+                        "the client's own X-Forwarded-For (xff_num_trusted_hops {})",
+                        hcm.xff_num_trusted_hops
+                    )
                 } else {
-                    "the HCM takes the request's downstream address from the client's own X-Forwarded-For: %DOWNSTREAM_REMOTE_ADDRESS% in access logs, RBAC remote_ip and every other filter reading source.address see an address the client chose"
+                    "the client's own X-Forwarded-For".to_string()
+                };
+                let runtime = if d_only || alone {
+                    format!("the HCM takes the downstream address from {from}, and the trustip HTTP filter reads P from it: a direct client's X-Forwarded-For poses as a PROXY source (under a use rule it chooses its own address)")
+                } else {
+                    format!("the HCM takes the request's downstream address from {from}: %DOWNSTREAM_REMOTE_ADDRESS% in access logs, RBAC remote_ip and every other filter reading source.address see an address the client chose")
                 };
                 let fix = match listener.platform {
                     Platform::EnvoyGateway => "leave ClientTrafficPolicy clientIPDetection unset (its xForwardedFor or customHeader turns use_remote_address off); trustip's xff settings do that job",
                     Platform::Istio => "use_remote_address: true in the EnvoyFilter's HCM patch",
+                    Platform::Envoy if hops => "xff_num_trusted_hops: 0 (or unset); trustip's xff.trusted_hops counts the hops instead",
                     Platform::Envoy => "use_remote_address: true",
                 };
-                out.push(
-                    "use-remote-address-off",
-                    &hcm.use_remote_address_at,
-                    runtime,
-                    fix,
-                );
+                let at = if hops {
+                    &hcm.xff_num_trusted_hops_at
+                } else {
+                    &hcm.use_remote_address_at
+                };
+                out.push("use-remote-address-off", at, runtime, fix);
             } else if !hcm.skip_xff_append {
                 for policy in &policies {
                     xff_append(listener.platform, &hcm.skip_xff_append_at, policy, out);

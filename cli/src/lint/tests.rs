@@ -318,3 +318,36 @@ fn proxy_protocol_filter_missing_says_what_envoy_answers() {
         );
     }
 }
+
+/// Names from the inputs reach the terminal escaped: an escape sequence or a line break in a
+/// listener name (or a file name) neither rewrites the terminal nor forges a finding line.
+#[test]
+fn text_output_escapes_control_characters() {
+    let text =
+        std::fs::read_to_string(repo().join("tests/data/lint/underscore-headers-allowed/bad.yaml"))
+            .unwrap()
+            .replace(
+                "- name: ingress\n",
+                "- name: \"in\\e[2J\\u202egress\\nerror[forged] x\"\n",
+            );
+    let findings = lint_text("escapes", &text);
+    assert_eq!(
+        findings[0].location.resource,
+        "in\u{1b}[2J\u{202e}gress\nerror[forged] x"
+    );
+    let out = to_text(&["config.yaml".to_string()], &findings);
+    assert!(
+        !out.chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("error[")).count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains(": in\\u{1b}[2J\\u{202e}gress\\nerror[forged] x: "),
+        "{out}"
+    );
+}
