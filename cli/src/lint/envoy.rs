@@ -5,8 +5,9 @@
 use serde_json::Value;
 
 use super::model::{
-    array, child, compile, string, type_url, Build, Chain, Deployment, FilterStateEntry, Hcm, Kind,
-    Listener, Location, NetworkFilter, Platform, ProxyProtocol, TlvRule, Trustip, Upstream,
+    array, child, compile, contains_trustip, string, type_url, typed_config, Build, Chain,
+    Deployment, FilterStateEntry, Hcm, Kind, Listener, Location, NetworkFilter, Platform,
+    ProxyProtocol, TlvRule, Trustip, Upstream,
 };
 
 const PROXY_PROTOCOL: (&str, &str) = (
@@ -168,10 +169,7 @@ pub fn read_chain(chain: &Value, location: &Location) -> Chain {
     let discovered = |filter: &Value| filter.get("config_discovery").is_some();
     let opaque = array(chain, "filters", "").into_iter().any(|(filter, _)| {
         discovered(filter)
-            || filter
-                .get("typed_config")
-                .map(|typed| array(typed, "http_filters", ""))
-                .unwrap_or_default()
+            || array(typed_config(filter, "").0, "http_filters", "")
                 .into_iter()
                 .any(|(http, _)| discovered(http))
     });
@@ -182,12 +180,10 @@ pub fn read_chain(chain: &Value, location: &Location) -> Chain {
     }
 }
 
-/// The typed_config of a filter and its path.
-fn typed<'a>(filter: &'a Value, at: &Location) -> (&'a Value, Location) {
-    (
-        filter.get("typed_config").unwrap_or(&Value::Null),
-        at.at(&child(&at.path, "typed_config")),
-    )
+/// The typed_config of a filter (a TypedStruct unwrapped) and its place.
+pub fn typed<'a>(filter: &'a Value, at: &Location) -> (&'a Value, Location) {
+    let (config, path) = typed_config(filter, &at.path);
+    (config, at.at(&path))
 }
 
 pub fn read_proxy_protocol(filter: &Value, at: &Location) -> ProxyProtocol {
@@ -342,10 +338,6 @@ fn read_hcm(filter: &Value, at: &Location) -> Hcm {
         }
     }
     hcm
-}
-
-fn contains_trustip(text: Option<&str>) -> bool {
-    text.is_some_and(|t| t.to_ascii_lowercase().contains("trustip"))
 }
 
 /// The policy text of a `google.protobuf.StringValue` (Envoy passes `value` to the filter);

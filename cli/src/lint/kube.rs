@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::envoy;
 use super::model::{
-    array, child, compile, string, Build, Chain, Deployment, FilterStateEntry, Hcm, Kind, Listener,
-    Location, NetworkFilter, Platform, ProxyProtocol, Trustip, Upstream,
+    array, child, compile, contains_trustip, string, Build, Chain, Deployment, FilterStateEntry,
+    Hcm, Kind, Listener, Location, NetworkFilter, Platform, ProxyProtocol, Trustip, Upstream,
 };
 
 /// The Istio resources read so far.
@@ -56,10 +56,6 @@ fn resource_id(doc: &Value) -> String {
 
 pub fn is_kube(doc: &Value) -> bool {
     string(doc, "apiVersion").is_some() && string(doc, "kind").is_some()
-}
-
-fn contains_trustip(text: Option<&str>) -> bool {
-    text.is_some_and(|t| t.to_ascii_lowercase().contains("trustip"))
 }
 
 /// An embedded policy object as the JSON text the filter receives.
@@ -180,9 +176,9 @@ impl Kube {
                         || matched_listener_filter == Some("envoy.filters.listener.proxy_protocol")
                     {
                         let mut pp = envoy::read_proxy_protocol(value, &value_at);
-                        let allow = value
-                            .get("typed_config")
-                            .and_then(|t| t.get("allow_requests_without_proxy_protocol"))
+                        let allow = envoy::typed(value, &value_at)
+                            .0
+                            .get("allow_requests_without_proxy_protocol")
                             .and_then(Value::as_bool);
                         pp.strict = allow.map(|allow| !allow);
                         self.istio.proxy_protocol = Some(pp);
@@ -194,8 +190,7 @@ impl Kube {
                 }
                 "NETWORK_FILTER" => {
                     if envoy::is_set_filter_state(value) {
-                        let config = value.get("typed_config").unwrap_or(&Value::Null);
-                        let config_at = value_at.at(&child(&value_at.path, "typed_config"));
+                        let (config, config_at) = envoy::typed(value, &value_at);
                         self.istio
                             .filter_state
                             .extend(envoy::filter_state_entries(config, &config_at));
@@ -224,8 +219,8 @@ impl Kube {
     }
 
     fn hcm_patch(&mut self, value: &Value, at: &Location) {
-        let config = value.get("typed_config").unwrap_or(&Value::Null);
-        let config_path = child(&at.path, "typed_config");
+        let (config, config_at) = envoy::typed(value, at);
+        let config_path = config_at.path;
         self.istio.hcm_patch = Some(at.clone());
         if let Some(b) = config.get("use_remote_address").and_then(Value::as_bool) {
             self.istio.use_remote_address =

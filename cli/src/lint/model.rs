@@ -257,17 +257,48 @@ pub struct Deployment {
     pub policies: Vec<Trustip>,
 }
 
+/// A name, file or url that says trustip (any case).
+pub fn contains_trustip(text: Option<&str>) -> bool {
+    text.is_some_and(|t| t.to_ascii_lowercase().contains("trustip"))
+}
+
 /// `value` at `key` as a string.
 pub fn string<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
     value.get(key).and_then(Value::as_str)
 }
 
-/// The `@type` of a typed_config (empty when there is none).
+/// A `TypedStruct` (`xds.type.v3` or `udpa.type.v1`, as Istio patches often write): the
+/// configuration is its `value`, of the type its `type_url` names.
+fn is_typed_struct(typed: &Value) -> bool {
+    string(typed, "@type").is_some_and(|t| {
+        t.ends_with("/xds.type.v3.TypedStruct") || t.ends_with("/udpa.type.v1.TypedStruct")
+    })
+}
+
+/// The type URL of a filter's typed_config (empty when there is none).
 pub fn type_url(value: &Value) -> &str {
-    value
-        .get("typed_config")
-        .and_then(|t| string(t, "@type"))
-        .unwrap_or("")
+    let Some(typed) = value.get("typed_config") else {
+        return "";
+    };
+    let key = if is_typed_struct(typed) {
+        "type_url"
+    } else {
+        "@type"
+    };
+    string(typed, key).unwrap_or("")
+}
+
+/// A filter's typed_config (Null when there is none) and its path, a TypedStruct unwrapped.
+pub fn typed_config<'a>(filter: &'a Value, path: &str) -> (&'a Value, String) {
+    let path = child(path, "typed_config");
+    match filter.get("typed_config") {
+        Some(typed) if is_typed_struct(typed) => (
+            typed.get("value").unwrap_or(&Value::Null),
+            child(&path, "value"),
+        ),
+        Some(typed) => (typed, path),
+        None => (&Value::Null, path),
+    }
 }
 
 /// `items` of an array field, each with its path.

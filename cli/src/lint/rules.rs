@@ -383,15 +383,17 @@ fn tlvs(listener: &Listener, out: &mut Findings) {
                 key.name()
             );
             let effect = format!("every connection is refused tlv where the policy requires {} and its header mapping stays empty", key.name());
+            if listener.platform == Platform::EnvoyGateway {
+                out.push(
+                    "tlv-not-readable",
+                    &t.policy_location,
+                    format!("Envoy Gateway's proxy_protocol listener filter keeps no TLVs: {effect}"),
+                    "drop the TLV allowlists and headers.tlv from the policy on Envoy Gateway (or use plain Envoy or Istio)",
+                );
+                continue;
+            }
             let Some((_, pp)) = &listener.proxy_protocol else {
-                if listener.platform == Platform::EnvoyGateway {
-                    out.push(
-                        "tlv-not-readable",
-                        &t.policy_location,
-                        format!("Envoy Gateway's proxy_protocol listener filter keeps no TLVs: {effect}"),
-                        "drop the TLV allowlists and headers.tlv from the policy on Envoy Gateway (or use plain Envoy or Istio)",
-                    );
-                } else if listener.platform == Platform::Envoy {
+                if listener.platform == Platform::Envoy {
                     out.push(
                         "tlv-not-readable",
                         &listener.location,
@@ -408,15 +410,6 @@ fn tlvs(listener: &Listener, out: &mut Findings) {
                 }
                 continue;
             };
-            if listener.platform == Platform::EnvoyGateway {
-                out.push(
-                    "tlv-not-readable",
-                    &t.policy_location,
-                    format!("Envoy Gateway's proxy_protocol listener filter keeps no TLVs: {effect}"),
-                    "drop the TLV allowlists and headers.tlv from the policy on Envoy Gateway (or use plain Envoy or Istio)",
-                );
-                continue;
-            }
             let rule = pp
                 .tlv_rules
                 .iter()
