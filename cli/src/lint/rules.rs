@@ -750,14 +750,30 @@ fn native_order(listener: &Listener, out: &mut Findings) {
     }
 }
 
-/// Filters of one listener that should share a policy and (wasm) a VM.
+/// Filters that decide one connection and should share a policy and (wasm) a VM: the
+/// listener's native filter with the trustip filters of each chain. Chains are apart (a
+/// filter_chain_match per port or server name may pick another policy on purpose).
 fn consistency(listener: &Listener, out: &mut Findings) {
-    let all: Vec<&Trustip> = listener.trustip().collect();
+    for chain in &listener.chains {
+        let group: Vec<&Trustip> = listener
+            .native
+            .iter()
+            .map(|(_, t)| t)
+            .chain(chain.trustip().map(|(_, t)| t))
+            .collect();
+        consistent(&group, out);
+    }
+}
+
+fn consistent(all: &[&Trustip], out: &mut Findings) {
     let Some(first) = all.first() else { return };
     for t in all.iter().skip(1) {
-        let native = first.build == Build::Native && t.build == Build::Native;
-        // The native filters compare a fingerprint of the text's bytes; for the wasm roles the
-        // same JSON is the same policy.
+        // trustip-listener hands its decision to the native filters after it when a
+        // fingerprint of the policy text's bytes matches; for any other pair the same JSON is
+        // the same policy.
+        let native = first.build == Build::Native
+            && first.kind == Kind::Listener
+            && t.build == Build::Native;
         let same = if native {
             t.policy_text == first.policy_text
         } else {
