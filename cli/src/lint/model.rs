@@ -32,7 +32,7 @@ pub enum Kind {
 }
 
 /// A place in the inputs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Location {
     pub file: String,
     pub resource: String,

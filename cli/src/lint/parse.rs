@@ -10,16 +10,27 @@ pub struct Document {
     pub value: Value,
 }
 
+/// The most a file may hold: a larger one (or an endless one, `/dev/zero`) is refused rather
+/// than read into memory. Parsed, a configuration takes some 16 times its size.
+const MAX_BYTES: u64 = 256 << 20;
+
 /// `-` reads standard input.
 pub fn read_text(file: &str) -> Result<String, String> {
-    let bytes = if file == "-" {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
-            .map_err(|err| format!("cannot read standard input: {err}"))?;
-        bytes
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = if file == "-" {
+        std::io::stdin().take(MAX_BYTES + 1).read_to_end(&mut bytes)
     } else {
-        std::fs::read(file).map_err(|err| format!("cannot read {file}: {err}"))?
+        std::fs::File::open(file).and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut bytes))
     };
+    let name = if file == "-" { "standard input" } else { file };
+    read.map_err(|err| format!("cannot read {name}: {err}"))?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(format!(
+            "{name}: larger than {} MiB, more than lint reads",
+            MAX_BYTES >> 20
+        ));
+    }
     String::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8 text"))
 }
 
@@ -140,6 +151,15 @@ mod tests {
             "{\"rules\": [{\"from\": [\"10.0.0.0/8\"]}]}".repeat(500)
         );
         assert!(documents(&policy).is_ok());
+    }
+
+    /// An endless or huge file is refused after MAX_BYTES, not read until memory runs out.
+    #[test]
+    fn endless_input_is_refused() {
+        let err = read_text("/dev/zero").err().unwrap();
+        assert!(err.contains("larger than 256 MiB"), "{err}");
+        let err = read_text("/").err().unwrap();
+        assert!(err.starts_with("cannot read /: "), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use trustip::core::tlv::{TlvEncoding, TlvKey};
 
 use super::model::{Build, Deployment, Kind, Listener, Location, Platform, Trustip};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     Warning,
     Error,
@@ -61,7 +61,7 @@ pub fn severity(id: &str) -> Severity {
         .map_or(Severity::Error, |(_, severity, _)| *severity)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Finding {
     pub id: &'static str,
     pub severity: Severity,
@@ -71,7 +71,7 @@ pub struct Finding {
 }
 
 #[derive(Default)]
-pub struct Findings(pub Vec<Finding>);
+pub struct Findings(pub Vec<Finding>, std::collections::HashSet<Finding>);
 
 impl Findings {
     pub fn push(
@@ -88,7 +88,8 @@ impl Findings {
             runtime: runtime.into(),
             fix: fix.into(),
         };
-        if !self.0.contains(&finding) {
+        // A set: a configuration with thousands of listeners has thousands of findings.
+        if self.1.insert(finding.clone()) {
             self.0.push(finding);
         }
     }
