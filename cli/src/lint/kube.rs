@@ -20,6 +20,8 @@ struct Istio {
     filter_state: Vec<FilterStateEntry>,
     proxy_protocol: Option<ProxyProtocol>,
     use_remote_address: Option<(bool, Location)>,
+    /// `gatewayTopology.numTrustedProxies`: the gateway HCM's xff_num_trusted_hops.
+    trusted_proxies: Option<(u64, Location)>,
     skip_xff_append: Option<(bool, Location)>,
     underscores: Option<(String, Location)>,
     hcm_patch: Option<Location>,
@@ -269,17 +271,21 @@ impl Kube {
             let Ok(docs) = super::parse::documents(text) else {
                 continue;
             };
-            let enabled = docs.iter().any(|d| {
-                d.value
-                    .get("gatewayTopology")
-                    .and_then(|g| g.get("proxyProtocol"))
-                    .is_some()
-            });
+            let topology = |key: &str| {
+                docs.iter()
+                    .find_map(|d| d.value.get("gatewayTopology").and_then(|g| g.get(key)))
+            };
+            let at_annotation = || at.at(&format!("{annotations_path}[\"proxy.istio.io/config\"]"));
+            if let Some(n) = topology("numTrustedProxies").and_then(Value::as_u64) {
+                self.istio_seen(at);
+                self.istio.trusted_proxies = Some((n, at_annotation()));
+            }
+            let enabled = topology("proxyProtocol").is_some();
             if enabled {
                 self.istio_seen(at);
                 if self.istio.proxy_protocol.is_none() {
                     self.istio.proxy_protocol = Some(ProxyProtocol {
-                        location: at.at(&format!("{annotations_path}[\"proxy.istio.io/config\"]")),
+                        location: at_annotation(),
                         strict: None,
                         tlv_filter_state: false,
                         tlv_rules: Vec::new(),
@@ -416,6 +422,8 @@ impl Kube {
                 "ALLOW".to_string(),
                 istio.hcm_patch.clone().unwrap_or_else(|| anchor.clone()),
             ));
+            let (trusted_proxies, xff_num_trusted_hops_at) =
+                istio.trusted_proxies.unwrap_or_else(|| (0, first.clone()));
             let mut filters = Vec::new();
             if !istio.filter_state.is_empty() {
                 filters.push(NetworkFilter::SetFilterState(istio.filter_state));
@@ -430,8 +438,8 @@ impl Kube {
                 filters.push(NetworkFilter::Hcm(Box::new(Hcm {
                     use_remote_address,
                     use_remote_address_at,
-                    xff_num_trusted_hops: 0,
-                    xff_num_trusted_hops_at: first.clone(),
+                    xff_num_trusted_hops: trusted_proxies,
+                    xff_num_trusted_hops_at,
                     skip_xff_append,
                     skip_xff_append_at,
                     underscores,

@@ -470,8 +470,12 @@ fn hcm_settings(listener: &Listener, out: &mut Findings) {
                 let alone =
                     hcm.http.iter().any(|t| t.build == Build::Native) && listener.native.is_empty();
                 let from = if hops {
+                    let field = match listener.platform {
+                        Platform::Istio => "numTrustedProxies",
+                        _ => "xff_num_trusted_hops",
+                    };
                     format!(
-                        "the client's own X-Forwarded-For (xff_num_trusted_hops {})",
+                        "the client's own X-Forwarded-For ({field} {})",
                         hcm.xff_num_trusted_hops
                     )
                 } else {
@@ -484,6 +488,7 @@ fn hcm_settings(listener: &Listener, out: &mut Findings) {
                 };
                 let fix = match listener.platform {
                     Platform::EnvoyGateway => "leave ClientTrafficPolicy clientIPDetection unset (its xForwardedFor or customHeader turns use_remote_address off); trustip's xff settings do that job",
+                    Platform::Istio if hops => "leave the gateway's gatewayTopology.numTrustedProxies unset (0); trustip's xff.trusted_hops counts the hops instead",
                     Platform::Istio => "use_remote_address: true in the EnvoyFilter's HCM patch",
                     Platform::Envoy if hops => "xff_num_trusted_hops: 0 (or unset); trustip's xff.trusted_hops counts the hops instead",
                     Platform::Envoy => "use_remote_address: true",
