@@ -458,6 +458,7 @@ fn read_cluster(value: &Value, file: &str, path: &str) -> Upstream {
         .iter()
         .find(|(socket, _)| is(socket, UPSTREAM_PROXY));
     Upstream {
+        platform: Platform::Envoy,
         scope: file.to_string(),
         name: name.to_string(),
         location: Location::new(file, name, found.map_or(path, |(_, p)| p.as_str())),

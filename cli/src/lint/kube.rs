@@ -96,6 +96,7 @@ impl Kube {
                 if spec.get("proxyProtocol").is_some() =>
             {
                 self.gateway.upstreams.push(Upstream {
+                    platform: Platform::EnvoyGateway,
                     scope: "envoy-gateway".to_string(),
                     name: at.resource.clone(),
                     location: at.at(&child(&spec_path, "proxyProtocol")),

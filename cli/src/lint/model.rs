@@ -241,6 +241,7 @@ impl Listener {
 
 /// A cluster, or what else sends PROXY to a backend (an Envoy Gateway BackendTrafficPolicy).
 pub struct Upstream {
+    pub platform: Platform,
     pub scope: String,
     pub name: String,
     pub location: Location,

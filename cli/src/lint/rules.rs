@@ -6,7 +6,7 @@ use trustip::core::config::{IfMissing, Mode, Policy, ProxyProtocol as Word, XffM
 use trustip::core::names;
 use trustip::core::tlv::{TlvEncoding, TlvKey};
 
-use super::model::{Build, Deployment, Kind, Listener, Location, Platform, Trustip};
+use super::model::{Build, Deployment, Kind, Listener, Location, Platform, Trustip, Upstream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -646,12 +646,22 @@ fn health_checks(listener: &Listener, out: &mut Findings) {
 
 /// An upstream PROXY socket on a cluster the listener reaches.
 fn upstream_proxy(listener: &Listener, deployment: &Deployment, out: &mut Findings) {
+    // A listener reaches the clusters of its own file; from a file with none (file-based LDS
+    // beside its CDS file, a bootstrap whose clusters come from CDS) those of every Envoy file.
+    let own = deployment
+        .upstreams
+        .iter()
+        .any(|u| u.scope == listener.scope);
+    let in_scope = |u: &Upstream| {
+        u.scope == listener.scope
+            || (!own && listener.platform == Platform::Envoy && u.platform == Platform::Envoy)
+    };
     for chain in &listener.chains {
         let (names, unknown) = chain.clusters();
         let reached: Vec<_> = deployment
             .upstreams
             .iter()
-            .filter(|u| u.proxy_protocol && u.scope == listener.scope)
+            .filter(|u| u.proxy_protocol && in_scope(u))
             .filter(|u| unknown || names.contains(&u.name))
             .collect();
         let Some(upstream) = reached.first() else {
@@ -663,6 +673,11 @@ fn upstream_proxy(listener: &Listener, deployment: &Deployment, out: &mut Findin
             .map(|(_, t)| t)
             .chain(chain.trustip().map(|(_, t)| t))
             .collect();
+        let place = if upstream.location.file == listener.location.file {
+            upstream.location.path.clone()
+        } else {
+            format!("{}: {}", upstream.location.file, upstream.location.path)
+        };
         let mut seen: Vec<&str> = Vec::new();
         for t in filters {
             let Some(policy) = t.policy() else { continue };
@@ -679,14 +694,14 @@ fn upstream_proxy(listener: &Listener, deployment: &Deployment, out: &mut Findin
                 out.push(
                     "upstream-proxy-unverified",
                     &t.policy_location,
-                    format!("{} ({}) sends PROXY upstream from what the proxy_protocol listener filter parsed: a PROXY header under an ignore rule (trustip decided C = D) reaches the backend with its unverified source", upstream.name, upstream.location.path),
+                    format!("{} ({place}) sends PROXY upstream from what the proxy_protocol listener filter parsed: a PROXY header under an ignore rule (trustip decided C = D) reaches the backend with its unverified source", upstream.name),
                     "add \"upstream_proxy_protocol\": true to the policy (such connections are then refused proxy_not_forwardable)",
                 );
             } else {
                 out.push(
                     "upstream-proxy-not-declared",
                     &t.policy_location,
-                    format!("{} ({}) sends PROXY upstream and the policy does not say upstream_proxy_protocol: an ignore rule added later would forward unverified PROXY sources, and shadow mode forwards them now", upstream.name, upstream.location.path),
+                    format!("{} ({place}) sends PROXY upstream and the policy does not say upstream_proxy_protocol: an ignore rule added later would forward unverified PROXY sources, and shadow mode forwards them now", upstream.name),
                     "add \"upstream_proxy_protocol\": true to the policy",
                 );
             }

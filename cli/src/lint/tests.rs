@@ -403,3 +403,42 @@ fn typed_structs_are_unwrapped() {
     }
     assert!(compared > 30, "{compared}");
 }
+
+/// File-based xDS keeps listeners (LDS) and clusters (CDS) in two files: a listener whose file
+/// has no cluster reaches those of the other Envoy files given.
+#[test]
+fn lds_reaches_the_clusters_of_its_cds_file() {
+    let bad = repo().join("tests/data/lint/upstream-proxy-unverified/bad.yaml");
+    let text = std::fs::read_to_string(&bad).unwrap();
+    let doc = super::parse::documents(&text).unwrap().remove(0).value;
+    let typed = |items: &serde_json::Value, url: &str| -> serde_json::Value {
+        let mut items = items.as_array().unwrap().clone();
+        for item in &mut items {
+            item["@type"] = format!("type.googleapis.com/{url}").into();
+        }
+        serde_json::json!({ "resources": items })
+    };
+    let dir = std::env::temp_dir().join(format!("trustip-lint-xds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (lds, cds) = (dir.join("lds.yaml"), dir.join("cds.yaml"));
+    let resources = &doc["static_resources"];
+    let listeners = typed(&resources["listeners"], "envoy.config.listener.v3.Listener");
+    let clusters = typed(&resources["clusters"], "envoy.config.cluster.v3.Cluster");
+    std::fs::write(&lds, listeners.to_string()).unwrap();
+    std::fs::write(&cds, clusters.to_string()).unwrap();
+    let files = [lds.display().to_string(), cds.display().to_string()];
+    let findings = lint(&files);
+    assert_eq!(
+        ids(&findings, None),
+        vec!["upstream-proxy-unverified"],
+        "{findings:#?}"
+    );
+    assert!(
+        findings[0].runtime.contains(&format!(
+            "app ({}: resources[0].transport_socket)",
+            files[1]
+        )),
+        "{findings:#?}"
+    );
+    assert_eq!(ids(&check(&bad), None), vec!["upstream-proxy-unverified"]);
+}
