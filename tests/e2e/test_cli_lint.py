@@ -34,7 +34,7 @@ ERROR_RULES = {
     "set-filter-state-wrong-source", "tlv-not-readable", "use-remote-address-off",
     "xff-append-not-skipped", "underscore-headers-allowed", "strict-proxy-health-checks",
     "upstream-proxy-unverified", "proxy-without-trust", "native-listener-order",
-    "proxy-protocol-filter-missing", "native-policy-mismatch",
+    "proxy-protocol-filter-missing", "native-policy-mismatch", "trustip-filter-disabled",
 }  # fmt: skip
 
 

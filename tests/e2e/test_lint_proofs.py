@@ -532,6 +532,60 @@ def test_underscore_headers_allowed(proofs):
         assert dropped.get("http1.dropped_headers_with_underscores") == 1, dropped
 
 
+# --- trustip-filter-disabled ------------------------------------------------------------------
+
+FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+
+
+def disable_trustip_http_filter(boot, listener: str, where: str) -> None:
+    """`disabled: true` on the listener's trustip HTTP filter entry (`where` "filter"), or a
+    FilterConfig `disabled: true` for it in the route's typed_per_filter_config ("route")."""
+    hcm = boot.listener(listener)["filter_chains"][0]["filters"][-1]["typed_config"]
+    trustip = hcm["http_filters"][0]
+    assert trustip["name"] in ("envoy.filters.http.wasm", names.NAMES["http_filter_name"]), trustip
+    if where == "filter":
+        trustip["disabled"] = True
+    else:
+        (route,) = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        route["typed_per_filter_config"] = {trustip["name"]: {"@type": FILTER_CONFIG, "disabled": True}}
+
+
+def test_trustip_filter_disabled(proofs):
+    """The only trustip filter, the HTTP one, disabled on the HCM (`disabled: true`, no route
+    enabling it) or on the route (FilterConfig `disabled: true`), one listener each: Envoy
+    leaves it out, so a direct attacker's X-Real-IP and X-Forwarded-For reach the upstream as
+    sent, and its PROXY claim is the client. With the filter running X-Real-IP is stripped,
+    X-Forwarded-For is the attacker's own address and the claim is refused."""
+    rule = "trustip-filter-disabled"
+    where = ("filter", "route")
+    bad = proofs.bootstrap(*[Listener(name=name, plugin=POLICY) for name in where])
+    for name in where:
+        disable_trustip_http_filter(bad, name, name)
+    fixed = proofs.bootstrap(*[Listener(name=name, plugin=POLICY) for name in where])
+    bad, fixed = proofs.pair(rule, bad, fixed)
+
+    with running(bad, fixed):
+        for name in where:
+            response = client.request(bad.port(name), SPOOF_HEADERS, source=ATTACKER)
+            assert response.status == 200, (name, response)
+            assert response.upstream_header("x-real-ip") == SPOOF, (name, response)
+            assert response.upstream_header("x-forwarded-for") == SPOOF, (name, response)
+            response = spoof_request(bad.port(name))
+            assert response.status == 200, (name, response)
+            assert response.upstream_header("x-envoy-external-address") == SPOOF, name
+
+            response = client.request(fixed.port(name), SPOOF_HEADERS, source=ATTACKER)
+            assert response.status == 200, (name, response)
+            assert response.upstream_header("x-real-ip") is None, (name, response)  # stripped
+            assert response.upstream_header("x-forwarded-for") == ATTACKER, (name, response)
+            assert spoof_reached(proofs.upstream(response)) == [], name
+            response = spoof_request(fixed.port(name))
+            assert response.status == 403 and response.header("x-trustip-reject") == "untrusted_proxy", (name, response)
+            assert proofs.upstream(response) is None
+            response = lb_request(fixed.port(name))
+            assert response.status == 200 and response.upstream_header("x-envoy-external-address") == CLIENT, response
+
+
 # --- strict-proxy-health-checks ----------------------------------------------------------------
 
 

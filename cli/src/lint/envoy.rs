@@ -309,10 +309,16 @@ fn read_hcm(filter: &Value, at: &Location) -> Hcm {
     };
     for (http, path) in array(config, "http_filters", &config_at.path) {
         let http_at = config_at.at(&path);
-        if is(http, HTTP_WASM) {
-            hcm.http.extend(read_wasm(http, &http_at, Kind::Http));
+        let read = if is(http, HTTP_WASM) {
+            read_wasm(http, &http_at, Kind::Http)
         } else if is(http, HTTP_MODULE) {
-            hcm.http.extend(read_native(http, &http_at, Kind::Http));
+            read_native(http, &http_at, Kind::Http)
+        } else {
+            None
+        };
+        if let Some(mut t) = read {
+            route_disabled(&mut t, string(http, "name"), config, &config_at);
+            hcm.http.push(t);
         } else if is(http, HEALTH_CHECK) {
             let (hc, _) = typed(http, &http_at);
             for (header, _) in array(hc, "headers", "") {
@@ -338,6 +344,96 @@ fn read_hcm(filter: &Value, at: &Location) -> Hcm {
         }
     }
     hcm
+}
+
+/// `disabled: true` on an HCM's http_filters entry: Envoy leaves the filter out of every
+/// request's chain unless the route enables it (`route_disabled`).
+fn filter_disabled(filter: &Value, at: &Location, kind: Kind) -> Vec<(Location, String)> {
+    if kind != Kind::Http || filter.get("disabled").and_then(Value::as_bool) != Some(true) {
+        return Vec::new();
+    }
+    vec![(
+        at.at(&child(&at.path, "disabled")),
+        "disabled: true on the HCM's http_filters entry: Envoy leaves the trustip HTTP filter out of every request whose route does not enable it".to_string(),
+    )]
+}
+
+/// A `typed_per_filter_config` entry for the filter `name` at `path` of `value` (a route, a
+/// virtual host or the route configuration): `Some(true)` when it is a
+/// `envoy.config.route.v3.FilterConfig` with `disabled: true` (Envoy skips the filter there),
+/// `Some(false)` for any other entry (Envoy runs the filter there, a filter disabled by default
+/// included), with the entry's path.
+fn per_filter(value: &Value, path: &str, name: &str) -> Option<(bool, String)> {
+    let entry = value.get("typed_per_filter_config")?.get(name)?;
+    let (url, config) = match string(entry, "@type") {
+        Some(url)
+            if url.ends_with("/xds.type.v3.TypedStruct")
+                || url.ends_with("/udpa.type.v1.TypedStruct") =>
+        {
+            (
+                string(entry, "type_url").unwrap_or(""),
+                entry.get("value").unwrap_or(&Value::Null),
+            )
+        }
+        url => (url.unwrap_or(""), entry),
+    };
+    let disables = url.ends_with("envoy.config.route.v3.FilterConfig")
+        && config.get("disabled").and_then(Value::as_bool) == Some(true);
+    Some((
+        disables,
+        child(&child(path, "typed_per_filter_config"), name),
+    ))
+}
+
+/// Where the inline route configuration decides whether a trustip HTTP filter runs: for each
+/// route the most specific `typed_per_filter_config` entry for the filter's name (route, then
+/// virtual host, then route configuration) decides, else the filter's own `disabled`. A
+/// disabling entry that decides for a route is kept in `t.disabled`; the filter's own
+/// `disabled: true` is dropped when every route enables the filter (with routes from RDS it
+/// stays: lint cannot see them).
+fn route_disabled(t: &mut Trustip, name: Option<&str>, config: &Value, config_at: &Location) {
+    let Some(name) = name else {
+        return;
+    };
+    let Some(routes) = config.get("route_config") else {
+        return;
+    };
+    let routes_path = child(&config_at.path, "route_config");
+    let mut default_used = false;
+    let mut disabling: Vec<(Location, String)> = Vec::new();
+    let top = per_filter(routes, &routes_path, name);
+    for (host, host_path) in array(routes, "virtual_hosts", &routes_path) {
+        let in_host = per_filter(host, &host_path, name);
+        for (route, route_path) in array(host, "routes", &host_path) {
+            let decided = per_filter(route, &route_path, name)
+                .map(|(d, p)| (d, p, "route", "that route's requests"))
+                .or_else(|| {
+                    in_host.clone().map(|(d, p)| {
+                        (d, p, "virtual host", "the requests of its routes that have no entry of their own")
+                    })
+                })
+                .or_else(|| {
+                    top.clone().map(|(d, p)| {
+                        (d, p, "route configuration", "the requests of every route without an entry of its own or of its virtual host")
+                    })
+                });
+            match decided {
+                None => default_used = true,
+                Some((true, path, level, scope)) => {
+                    let what = format!("the {level}'s typed_per_filter_config {name} is a FilterConfig with disabled: true: Envoy leaves the trustip HTTP filter out of {scope}");
+                    let entry = (config_at.at(&path), what);
+                    if !disabling.contains(&entry) {
+                        disabling.push(entry);
+                    }
+                }
+                Some((false, ..)) => {}
+            }
+        }
+    }
+    if !default_used {
+        t.disabled.clear();
+    }
+    t.disabled.extend(disabling);
 }
 
 /// The policy text of a `google.protobuf.StringValue` (Envoy passes `value` to the filter);
@@ -406,6 +502,7 @@ pub fn read_wasm(filter: &Value, at: &Location, kind: Kind) -> Option<Trustip> {
             string(vm, "vm_id").unwrap_or("").to_string(),
             code_text.to_string(),
         )),
+        disabled: filter_disabled(filter, at, kind),
         policy_location: at.at(&child(&config_path, "configuration")),
         policy: compile(&text),
         policy_text: text,
@@ -436,6 +533,7 @@ pub fn read_native(filter: &Value, at: &Location, kind: Kind) -> Option<Trustip>
         selector: filter_name.map(str::to_string),
         fail_open: None,
         vm: None,
+        disabled: filter_disabled(filter, at, kind),
         policy_location: at.at(&child(&typed_at.path, "filter_config")),
         policy: compile(&text),
         policy_text: text,

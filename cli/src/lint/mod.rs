@@ -98,6 +98,7 @@ pub fn lint(files: &[String]) -> Vec<Finding> {
                     selector: None,
                     fail_open: None,
                     vm: None,
+                    disabled: Vec::new(),
                     policy_location: Location::new(file, "policy", ""),
                     policy: compile(&text),
                     policy_text: text,

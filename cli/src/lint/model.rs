@@ -80,6 +80,11 @@ pub struct Trustip {
     pub fail_open: Option<(Location, String)>,
     /// wasm: the VM id (Envoy) and the code (file or url).
     pub vm: Option<(String, String)>,
+    /// HTTP filters: where Envoy is told to skip the filter (`disabled: true` on its
+    /// http_filters entry, unless every route enables it; a route's, virtual host's or route
+    /// configuration's `typed_per_filter_config` FilterConfig `disabled: true`), each with
+    /// what it is.
+    pub disabled: Vec<(Location, String)>,
     pub policy_location: Location,
     /// The policy text the filter receives.
     pub policy_text: String,

@@ -6,7 +6,9 @@ use trustip::core::config::{IfMissing, Mode, Policy, ProxyProtocol as Word, XffM
 use trustip::core::names;
 use trustip::core::tlv::{TlvEncoding, TlvKey};
 
-use super::model::{Build, Deployment, Kind, Listener, Location, Platform, Trustip, Upstream};
+use super::model::{
+    Build, Deployment, Kind, Listener, Location, NetworkFilter, Platform, Trustip, Upstream,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -41,6 +43,7 @@ pub const RULES: &[(&str, Severity, &str)] = &[
     ("xff-append-not-skipped", Severity::Error, "Envoy appends to X-Forwarded-For, the policy passes the header on (append, preserve) and lets unverified PROXY sources through (an ignore rule, or shadow mode)"),
     ("xff-append-extra-hop", Severity::Warning, "Envoy appends to X-Forwarded-For before trustip reads it: one hop more in the header trustip reads (and, with append or preserve, passes on)"),
     ("underscore-headers-allowed", Severity::Error, "an HCM with a trustip HTTP filter that lets header names with underscores through"),
+    ("trustip-filter-disabled", Severity::Error, "a trustip filter disabled on the listener or on a route: requests skip it and the client's own X-Forwarded-For, X-Real-IP reach the upstream"),
     ("strict-proxy-health-checks", Severity::Error, "strict PROXY and a load-balancer health check no require rule admits"),
     ("health-check-path-not-admitted", Severity::Warning, "a health check path no require rule admits, on a listener that also takes connections without PROXY"),
     ("upstream-proxy-unverified", Severity::Error, "PROXY sent upstream while an ignore rule's PROXY header is not refused"),
@@ -108,6 +111,7 @@ pub fn check(deployment: &Deployment, out: &mut Findings) {
         set_filter_state(listener, out);
         tlvs(listener, out);
         hcm_settings(listener, out);
+        disabled(listener, out);
         health_checks(listener, out);
         upstream_proxy(listener, deployment, out);
         proxy_without_trust(listener, out);
@@ -516,6 +520,42 @@ fn hcm_settings(listener: &Listener, out: &mut Findings) {
                     format!("header names with underscores pass (headers_with_underscores_action {}): X_Real_IP or X_Forwarded_For are not in trustip's strip list, and CGI-style apps read them as X-Real-IP and X-Forwarded-For", hcm.underscores),
                     fix,
                 );
+            }
+        }
+    }
+}
+
+/// A trustip HTTP filter Envoy is told to skip: `disabled: true` on its http_filters entry, or
+/// a route's (virtual host's, route configuration's) FilterConfig `disabled: true`. The
+/// requests it skips reach the upstream with the client's own X-Forwarded-For and X-Real-IP,
+/// and with no other trustip filter on the chain a PROXY header from any peer is believed.
+fn disabled(listener: &Listener, out: &mut Findings) {
+    for chain in &listener.chains {
+        let other = !listener.native.is_empty()
+            || chain
+                .filters
+                .iter()
+                .any(|f| matches!(f, NetworkFilter::Trustip(_)));
+        for hcm in chain.hcms() {
+            for t in &hcm.http {
+                for (at, what) in &t.disabled {
+                    let proxy = if listener.proxy_protocol.is_some() && !other {
+                        ", and nothing checks who sent a PROXY header: any peer's claim is the client"
+                    } else {
+                        ""
+                    };
+                    let fix = if at.path.ends_with(".disabled") {
+                        "remove disabled: true from the trustip filter's http_filters entry"
+                    } else {
+                        "remove that typed_per_filter_config entry (FilterConfig disabled: true) for the trustip filter"
+                    };
+                    out.push(
+                        "trustip-filter-disabled",
+                        at,
+                        format!("{what}, so the client's own X-Forwarded-For and X-Real-IP reach the upstream unchecked{proxy}"),
+                        fix,
+                    );
+                }
             }
         }
     }

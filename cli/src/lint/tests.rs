@@ -118,6 +118,7 @@ rule_tests! {
     xff_append_not_skipped => "xff-append-not-skipped",
     xff_append_extra_hop => "xff-append-extra-hop",
     underscore_headers_allowed => "underscore-headers-allowed",
+    trustip_filter_disabled => "trustip-filter-disabled",
     strict_proxy_health_checks => "strict-proxy-health-checks",
     health_check_path_not_admitted => "health-check-path-not-admitted",
     upstream_proxy_unverified => "upstream-proxy-unverified",
@@ -441,4 +442,68 @@ fn lds_reaches_the_clusters_of_its_cds_file() {
         "{findings:#?}"
     );
     assert_eq!(ids(&check(&bad), None), vec!["upstream-proxy-unverified"]);
+}
+
+/// Envoy's per-route filter state: the most specific `typed_per_filter_config` entry for the
+/// filter's name decides (route, virtual host, route configuration), any entry but a
+/// FilterConfig `disabled: true` enables it, and without one the filter's own `disabled` holds.
+#[test]
+fn a_route_that_enables_a_disabled_filter_is_not_flagged() {
+    let bad =
+        std::fs::read_to_string(repo().join("tests/data/lint/trustip-filter-disabled/bad.yaml"))
+            .unwrap();
+    let route = "              - match:\n                  prefix: /\n                route:\n                  cluster: app\n";
+    assert!(bad.contains(route));
+    let per_route = |disabled: bool| {
+        let entry = if disabled {
+            "disabled: true"
+        } else {
+            "config: {}"
+        };
+        format!("{route}                typed_per_filter_config:\n                  envoy.filters.http.wasm:\n                    '@type': type.googleapis.com/envoy.config.route.v3.FilterConfig\n                    {entry}\n")
+    };
+    // Every route enables it: clean.
+    let enabled = lint_text("disabled-enabled", &bad.replace(route, &per_route(false)));
+    assert!(enabled.is_empty(), "{enabled:#?}");
+    // A second route left at the default: the filter's own disabled: true is reported.
+    let two = format!("{}{route}", per_route(false));
+    let partly = lint_text("disabled-partly", &bad.replace(route, &two));
+    let paths: Vec<&str> = partly.iter().map(|f| f.location.path.as_str()).collect();
+    assert_eq!(ids(&partly, None), vec!["trustip-filter-disabled"]);
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.ends_with("http_filters[0].disabled")),
+        "{paths:?}"
+    );
+    // Enabled on the filter, disabled on one route of two: that route's entry is reported once.
+    let fixed =
+        std::fs::read_to_string(repo().join("tests/data/lint/trustip-filter-disabled/fixed.yaml"))
+            .unwrap();
+    let mixed = format!("{}{route}", per_route(true));
+    let routed = lint_text("disabled-route", &fixed.replace(route, &mixed));
+    assert_eq!(routed.len(), 1, "{routed:#?}");
+    assert!(
+        routed[0]
+            .location
+            .path
+            .ends_with("routes[0].typed_per_filter_config.envoy.filters.http.wasm"),
+        "{routed:#?}"
+    );
+    // A route's own entry overrides its virtual host's disable.
+    let host = "              name: app\n";
+    let host_disabled = "              name: app\n              typed_per_filter_config:\n                envoy.filters.http.wasm:\n                  '@type': type.googleapis.com/envoy.config.route.v3.FilterConfig\n                  disabled: true\n";
+    let overridden = lint_text(
+        "disabled-host",
+        &fixed
+            .replace(host, host_disabled)
+            .replace(route, &per_route(false)),
+    );
+    assert!(overridden.is_empty(), "{overridden:#?}");
+    let host_only = lint_text("disabled-host-only", &fixed.replace(host, host_disabled));
+    assert_eq!(ids(&host_only, None), vec!["trustip-filter-disabled"]);
+    assert!(host_only[0]
+        .location
+        .path
+        .ends_with("virtual_hosts[0].typed_per_filter_config.envoy.filters.http.wasm"));
 }
