@@ -578,23 +578,21 @@ const FORWARDED_MODES: &[(&str, ForwardedMode)] = &[
     ("append", ForwardedMode::Append),
 ];
 
+/// The top-level fields of a policy (`trustip lint` tells a policy file by them).
+pub const POLICY_FIELDS: &[&str] = &[
+    "mode",
+    "direct_peer",
+    "rules",
+    "xff",
+    "headers",
+    "reject_status",
+    "tlv_encoding",
+    "upstream_proxy_protocol",
+    "client_header",
+];
+
 fn read_config(value: &Json) -> Result<RawConfig, ConfigError> {
-    let map = object(
-        "",
-        value,
-        &[
-            "mode",
-            "direct_peer",
-            "rules",
-            "xff",
-            "headers",
-            "reject_status",
-            "tlv_encoding",
-            "upstream_proxy_protocol",
-            "client_header",
-        ],
-    )
-    .map_err(|err| match value {
+    let map = object("", value, POLICY_FIELDS).map_err(|err| match value {
         Json::Object(_) => err,
         _ => ConfigError::new(".", None, "the configuration must be a JSON object"),
     })?;

@@ -572,18 +572,15 @@ impl Parser<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    use crate::core::proptests::check;
+/// serde_json's tree beside ours, for the differential tests (the unit tests and the fuzz
+/// target `config`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod serde_tree {
+    use super::Json;
 
     /// serde_json's tree as ours: numbers by their `u64` value or none, object members in key
     /// order (serde_json's maps are sorted; [`sorted`] puts ours in the same order).
-    fn from_serde(value: &serde_json::Value) -> Json {
+    pub(crate) fn from_serde(value: &serde_json::Value) -> Json {
         match value {
             serde_json::Value::Null => Json::Null,
             serde_json::Value::Bool(b) => Json::Bool(*b),
@@ -598,7 +595,8 @@ mod tests {
         }
     }
 
-    fn sorted(value: Json) -> Json {
+    /// Object members in key order.
+    pub(crate) fn sorted(value: Json) -> Json {
         match value {
             Json::Array(items) => Json::Array(items.into_iter().map(sorted).collect()),
             Json::Object(members) => {
@@ -610,6 +608,17 @@ mod tests {
             other => other,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::serde_tree::{from_serde, sorted};
+    use crate::core::proptests::check;
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Agreement {

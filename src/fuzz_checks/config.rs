@@ -8,7 +8,8 @@
 //! accepted policy keeps the limits docs/configuration.md states.
 
 use crate::core::config::{Policy, ProxyProtocol, MAX_SET, MAX_STRIP};
-use crate::core::json::{self, Json};
+use crate::core::json;
+use crate::core::json::serde_tree::{from_serde, sorted};
 
 use super::{ensure, shown};
 
@@ -16,35 +17,6 @@ use super::{ensure, shown};
 fn unprintable(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-fn from_serde(value: &serde_json::Value) -> Json {
-    match value {
-        serde_json::Value::Null => Json::Null,
-        serde_json::Value::Bool(b) => Json::Bool(*b),
-        serde_json::Value::Number(n) => Json::Number(n.as_u64()),
-        serde_json::Value::String(s) => Json::String(s.clone()),
-        serde_json::Value::Array(items) => Json::Array(items.iter().map(from_serde).collect()),
-        serde_json::Value::Object(map) => Json::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), from_serde(v)))
-                .collect(),
-        ),
-    }
-}
-
-/// Object members in key order (serde_json's map order, whatever its features).
-fn sorted(value: Json) -> Json {
-    match value {
-        Json::Array(items) => Json::Array(items.into_iter().map(sorted).collect()),
-        Json::Object(members) => {
-            let mut members: Vec<(String, Json)> =
-                members.into_iter().map(|(k, v)| (k, sorted(v))).collect();
-            members.sort_by(|a, b| a.0.cmp(&b.0));
-            Json::Object(members)
-        }
-        other => other,
-    }
 }
 
 const FRAMING: &[&str] = &[

@@ -15,6 +15,7 @@ mod rules;
 mod tests;
 
 use serde_json::{json, Value};
+use trustip::core::config::POLICY_FIELDS;
 
 use model::{compile, Build, Deployment, Kind, Location, Trustip};
 use rules::{Finding, Findings, Severity};
@@ -38,26 +39,13 @@ pub enum Format {
     Json,
 }
 
-/// The keys of a bare trustip policy document.
-const POLICY_KEYS: &[&str] = &[
-    "mode",
-    "direct_peer",
-    "rules",
-    "xff",
-    "headers",
-    "reject_status",
-    "tlv_encoding",
-    "upstream_proxy_protocol",
-    "client_header",
-];
-
 /// An object whose keys are at least half policy keys: a misspelt field (`xff_trusted`) makes
 /// it a policy the filter refuses (policy-invalid), not a file lint does not recognise.
 fn is_policy(doc: &Value) -> bool {
     doc.as_object().is_some_and(|object| {
         let known = object
             .keys()
-            .filter(|k| POLICY_KEYS.contains(&k.as_str()))
+            .filter(|k| POLICY_FIELDS.contains(&k.as_str()))
             .count();
         known > 0 && known * 2 >= object.len()
     })
