@@ -259,6 +259,12 @@ class Run:
         if got != want:
             self.fail(f"{what}: {got}, expected {want}")
 
+    def expect_some(self, what: str, got: int) -> None:
+        ok = got > 0
+        self.checks.append({"check": what, "got": got, "expected": "> 0", "ok": ok})
+        if not ok:
+            self.fail(f"{what}: {got}, expected > 0 (no volume)")
+
     def expect_between(self, what: str, got, low, high, why: str) -> None:
         ok = low <= got <= high
         self.checks.append({"check": what, "got": got, "expected": f"{low}..{high} ({why})", "ok": ok})
@@ -494,6 +500,12 @@ class Run:
                 self.fail(f"the upstream got {up['unexpected']} requests outside the soak's scenarios")
         served = (up or {}).get("served", {})
 
+        # 2b. Volume: every load generator and every scenario that must reach the upstream was
+        #     served at least once (a run that sent nothing, or whose requests all failed, is no
+        #     evidence).
+        for name in ("keepalive", "close", "h2", *sorted(UPSTREAM_SCENARIOS)):
+            self.expect_some(f"upstream served of {name}", served.get(name, 0))
+
         # 3. The load generators: every response 2xx, no socket error.
         for name, result, conns in (("keepalive", wrk_ka, args.connections),
                                     ("close", wrk_close, max(1, args.connections // 2))):  # fmt: skip
@@ -553,11 +565,18 @@ class Run:
 
         # 6. RSS.
         if "start" in marks and "end" in marks:
-            drift = (marks["end"][1] - marks["start"][1]) * 100.0 / marks["start"][1]
+            growth_kib = marks["end"][1] - marks["start"][1]
+            drift = growth_kib * 100.0 / marks["start"][1]
             self.report["rss_drift_percent"] = round(drift, 2)
+            self.report["rss_growth_mib"] = round(growth_kib / 1024, 2)
             if drift > args.max_rss_drift:
                 self.fail(f"Envoy's RSS grew {drift:.1f}% from the start to the end of the load "
                           f"(limit {args.max_rss_drift}%)")  # fmt: skip
+            # The absolute bound (docs/soak.md): a leak of a few dozen bytes per request crosses
+            # it within a one-minute run, where the percentage would need minutes.
+            if growth_kib > args.max_rss_growth * 1024:
+                self.fail(f"Envoy's RSS grew {growth_kib / 1024:.1f} MiB from the start to the end of "
+                          f"the load (limit {args.max_rss_growth} MiB)")  # fmt: skip
         else:
             self.fail("no RSS samples after the warm-up (run too short?)")
 
@@ -731,7 +750,7 @@ def table(report: dict) -> str:
         ("trustip counters (non-zero)", ", ".join(f"{k} {v:,}" for k, v in sorted(c.items()) if v) or "-"),
         ("accept_proxy vs upstream", json.dumps(report.get("accept_proxy_vs_upstream", {}))),
         ("Envoy RSS start / middle / end", f"{mib(rss.get('start'))} / {mib(rss.get('middle'))} / {mib(rss.get('end'))}"
-                                           f"  (drift {report.get('rss_drift_percent', '?')}%, max {mib(rss.get('max'))})"),
+                                           f"  (drift {report.get('rss_drift_percent', '?')}%, +{report.get('rss_growth_mib', '?')} MiB, max {mib(rss.get('max'))})"),
         ("Envoy log", f"{report.get('envoy_log', {}).get('bad_line_count', '?')} trap/panic/crash lines, "
                       f"{report.get('envoy_log', {}).get('error_line_count', '?')} errors, "
                       f"{report.get('envoy_log', {}).get('warning_line_count', '?')} warnings"),
@@ -761,6 +780,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16, help="wrk keep-alive connections (the per-request wrk gets half)")
     parser.add_argument("--concurrency", type=int, default=2, help="Envoy worker threads (default 2)")
     parser.add_argument("--max-rss-drift", type=float, default=20.0, help="fail above this RSS growth in percent (default 20)")
+    parser.add_argument("--max-rss-growth", type=float, default=8.0, help="fail above this RSS growth in MiB, after the warm-up (default 8)")
     parser.add_argument("--policy", help="a different trustip policy (JSON): to prove the soak fails when the policy is wrong")
     parser.add_argument("--keep", action="store_true", help="keep the work directories (logs, configs, outputs)")
     args = parser.parse_args()  # fmt: skip

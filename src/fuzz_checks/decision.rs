@@ -32,14 +32,12 @@ use std::sync::OnceLock;
 use super::reference::{self, Block};
 use super::tlv::reference_decode;
 use super::{byte, ensure, fields, pick, shown};
-use crate::core::addr::push_ip;
 use crate::core::config::{ForwardedMode, IfMissing, Mode, Policy, XffMode, XffSource};
 use crate::core::decision::{HeaderUse, Role, Via, X_FORWARDED_FOR};
 use crate::core::headers::{HeaderOp, FORWARDED};
 use crate::core::inputs::{Inputs, Read};
 use crate::core::tlv::{TlvEncoding, TlvKey};
 use crate::core::verdict::{evaluate, Action, Outcome, Verdict};
-use crate::core::xff::forwarded_for_rev;
 
 /// The policies of the core's property tests, and two more: everything trusted, and binary
 /// TLVs stored as base64.
@@ -353,10 +351,9 @@ pub(crate) fn peers(
     }
 }
 
+/// The address's canonical text, as std writes it (not the core's writer under test).
 pub(crate) fn text(ip: IpAddr) -> Vec<u8> {
-    let mut out = Vec::new();
-    push_ip(&mut out, ip);
-    out
+    reference::canonical(ip).to_string().into_bytes()
 }
 
 /// An RFC 7239 `for=` element, written from the RFC: IPv6 quoted and bracketed.
@@ -616,17 +613,21 @@ fn check_request(
         XffSource::Forwarded => FORWARDED,
     };
     let walked_value = incoming.headers.get(walked_name);
-    let elements: Vec<Vec<u8>> = match (&walked_value, policy.xff_source) {
-        (None, _) => Vec::new(),
-        (Some(value), XffSource::XForwardedFor) => reference::elements_rev(&[value.as_slice()]),
-        (Some(value), XffSource::Forwarded) => forwarded_for_rev(&[value.as_slice()])
-            .map(<[u8]>::to_vec)
-            .collect(),
+    // `None` for a `Forwarded` value the reference readers do not define (a quote in a value
+    // that is not well formed): then what depends on the walked elements is not checked.
+    let elements: Option<Vec<Vec<u8>>> = match (&walked_value, policy.xff_source) {
+        (None, _) => Some(Vec::new()),
+        (Some(value), XffSource::XForwardedFor) => {
+            Some(reference::elements_rev(&[value.as_slice()]))
+        }
+        (Some(value), XffSource::Forwarded) => reference::forwarded_walked(value),
     };
-    let in_walked: Vec<IpAddr> = elements
-        .iter()
-        .filter_map(|e| reference::element(e))
-        .collect();
+    let in_walked: Option<Vec<IpAddr>> = elements.as_ref().map(|elements| {
+        elements
+            .iter()
+            .filter_map(|e| reference::element(e))
+            .collect()
+    });
     let header_name = policy.client_header.as_ref().map(|h| h.name.as_str());
     let header_value = header_name
         .and_then(|name| incoming.headers.get(name))
@@ -641,8 +642,11 @@ fn check_request(
     ensure(chain.windows(2).all(|w| w.first() != w.get(1)), || {
         format!("chain {chain:?} repeats an address next to itself")
     })?;
-    let known =
-        |ip: &IpAddr| *ip == c || in_walked.contains(ip) || (used && header_value == Some(*ip));
+    let known = |ip: &IpAddr| {
+        *ip == c
+            || in_walked.as_ref().is_none_or(|w| w.contains(ip))
+            || (used && header_value == Some(*ip))
+    };
     ensure(chain.iter().all(known), || {
         format!("chain {chain:?} holds an address that was not in the input")
     })?;
@@ -650,14 +654,17 @@ fn check_request(
     // The request, modelled: the walk (only from a trusted C that is not a health check),
     // then the client header when the hop the walk reached is trusted for it. A client header
     // equal to the walk's R adds no hop (no address next to itself).
-    let (walk_r, walk_chain) = if c_trusted {
-        let (r, chain, _) = match policy.xff_hops {
-            0 => reference::walk(c, &elements, &reference.xff_trusted, policy.xff_max_entries),
-            n => reference::count_hops(c, &elements, n),
-        };
-        (r, chain)
-    } else {
-        (c, vec![c])
+    let (walk_r, walk_chain) = match (c_trusted, &elements) {
+        (true, Some(elements)) => {
+            let (r, chain, _) = match policy.xff_hops {
+                0 => reference::walk(c, elements, &reference.xff_trusted, policy.xff_max_entries),
+                n => reference::count_hops(c, elements, n),
+            };
+            (r, chain)
+        }
+        (false, _) => (c, vec![c]),
+        // The walked value is one the reference does not read: no model of the request.
+        (true, None) => return check_headers(case, incoming, verdict, c, r, chain),
     };
     let trusted_edge = policy.client_header.is_some()
         && !health
@@ -683,7 +690,26 @@ fn check_request(
         },
     )?;
 
-    // The headers written.
+    check_headers(case, incoming, verdict, c, r, chain)
+}
+
+/// The headers written: only R, C, the chain, TLV values of PROXY information that was used,
+/// or the incoming value; an untrusted C's strip list removed.
+fn check_headers(
+    case: &Case,
+    incoming: &Inputs,
+    verdict: &Verdict,
+    c: IpAddr,
+    r: IpAddr,
+    chain: &[IpAddr],
+) -> Result<(), String> {
+    let policy = case.policy;
+    let connection = &verdict.connection;
+    let request = verdict.request.as_ref().ok_or("no request part")?;
+    let health = connection.via == Via::HealthCheck;
+    let c_trusted = !health && reference::any_contains(&case.reference.xff_trusted, c);
+    let header_name = policy.client_header.as_ref().map(|h| h.name.as_str());
+    let used = request.client_header == HeaderUse::Used;
     let rules = &policy.headers;
     let tlv_names: Vec<&str> = rules.tlv.iter().map(|(_, n)| n.as_str()).collect();
     let incoming_value = |name: &str| incoming.headers.get(name);

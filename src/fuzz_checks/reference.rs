@@ -313,6 +313,56 @@ pub fn forwarded_line_quoted(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     Some(elements)
 }
 
+/// The `for=` values the walk reads from one `Forwarded` line (the whole header value),
+/// nearest first, up to and including the first empty one: none for a line of blanks, else
+/// [`forwarded_line_unquoted`], else [`forwarded_line_quoted`]. `None` where neither is
+/// defined (a quote in a line that is not well formed).
+pub fn forwarded_walked(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Some(Vec::new());
+    }
+    if let Some(values) = forwarded_line_unquoted(line) {
+        return Some(values);
+    }
+    let mut out = Vec::new();
+    for value in forwarded_line_quoted(line)? {
+        let stop = value.is_empty();
+        out.push(value);
+        if stop {
+            break;
+        }
+    }
+    Some(out)
+}
+
+/// Every byte string a `Forwarded` reader could take for a `for=` value of `line`, whether or
+/// not the line is well formed: each run of token bytes right after a `=`, and each stretch
+/// between two consecutive quotes. A superset of what any reading yields (a quoted value holds
+/// no quote, an unquoted one is a whole token after `=`), for checks that only need to know
+/// where an address may have come from.
+pub fn forwarded_candidates(line: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (at, byte) in line.iter().enumerate() {
+        if *byte == b'=' {
+            let rest = line.get(at + 1..).unwrap_or_default();
+            let len = rest.iter().take_while(|b| is_token(**b)).count();
+            out.push(rest.get(..len).unwrap_or_default().to_vec());
+        }
+    }
+    let quotes: Vec<usize> = line
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'"')
+        .map(|(at, _)| at)
+        .collect();
+    for pair in quotes.windows(2) {
+        if let [open, close] = pair {
+            out.push(line.get(open + 1..*close).unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
 /// Standard base64 with padding (RFC 4648 section 4), decoded by collecting sextets: `None`
 /// for a length that is not a multiple of four, a byte outside the alphabet, or padding other
 /// than one or two `=` at the very end. Bits left over after the last byte are ignored, as

@@ -34,8 +34,8 @@ use crate::core::headers::HeaderList;
 use crate::core::names;
 use crate::core::tlv::TlvKey;
 use crate::core::verdict::local_reply_body;
-use crate::core::xff::{forwarded_for_rev, parse_element};
 use crate::fuzz_checks::decision::{peers, std_peer, text, Reference, FIXED};
+use crate::fuzz_checks::reference;
 use crate::fuzz_checks::{byte, ensure, fields, shown};
 
 #[derive(Default)]
@@ -311,8 +311,11 @@ fn per_connection(
     Ok((go_on, lines))
 }
 
-/// Every address the HTTP filter could have been handed, as std and the element parsers read
-/// them: the peers, and each comma-separated element and `for=` value of every header.
+/// Every address the HTTP filter could have been handed, as std and the reference readers
+/// read them: the peers, and each comma-separated element and `for=` value of every header
+/// line and of every header's lines joined (as the core reads them). `for=` values are the
+/// reference reader's where it is defined, else every candidate of
+/// [`reference::forwarded_candidates`].
 fn input_addresses(stream: &FakeStream, extra: &[Option<IpAddr>]) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = extra.iter().flatten().copied().collect();
     for value in [&stream.direct, &stream.source].into_iter().flatten() {
@@ -321,13 +324,23 @@ fn input_addresses(stream: &FakeStream, extra: &[Option<IpAddr>]) -> Vec<IpAddr>
     for (_, value) in &stream.state {
         out.extend(value.split(|b| *b == b' ').filter_map(std_peer));
     }
-    for (_, value) in stream.headers.entries() {
-        out.extend(value.split(|b| *b == b',').filter_map(parse_element));
-        out.extend(forwarded_for_rev(&[value]).filter_map(parse_element));
+    let entries = stream.headers.entries();
+    let mut values: Vec<Vec<u8>> = entries.iter().map(|(_, value)| value.clone()).collect();
+    for (name, _) in entries {
+        let lines: Vec<&[u8]> = entries
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+            .collect();
+        values.push(lines.join(&b","[..]));
     }
-    out.into_iter()
-        .map(crate::fuzz_checks::reference::canonical)
-        .collect()
+    for value in &values {
+        out.extend(value.split(|b| *b == b',').filter_map(reference::element));
+        let forwarded = reference::forwarded_walked(value)
+            .unwrap_or_else(|| reference::forwarded_candidates(value));
+        out.extend(forwarded.iter().filter_map(|v| reference::element(v)));
+    }
+    out.into_iter().map(reference::canonical).collect()
 }
 
 fn http_filter(
