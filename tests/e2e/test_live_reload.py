@@ -427,13 +427,13 @@ def test_refused_policy_keeps_the_old_one_under_load(build, envoy, lb, bad_id, b
 
 @pytest.mark.parametrize("strategy", ["gradual", "immediate"])
 def test_old_connection_keeps_its_policy_until_drained(build, start_lds_envoy, strategy):
-    """With `--drain-time-s 2`: a connection accepted under A keeps A after the swap to B while
+    """With `--drain-time-s 5`: a connection accepted under A keeps A after the swap to B while
     new connections get B. Envoy's default `gradual` strategy closes it after some response
     (`connection: close`, more likely as the drain time runs out); `immediate` after its next
     one. An idle one is closed when the drain time ends, with no response in flight. Then the
     old filter chain (wasm) or listener (native), and trustip's configuration with it, is gone
     and Envoy serves on."""
-    envoy = start_lds_envoy("A", drain_time_s=2, drain_strategy=strategy)
+    envoy = start_lds_envoy("A", drain_time_s=5, drain_strategy=strategy)
     source, claimed, _ = CLIENTS["relay-keepalive"]
     proxy = client.proxy_v2(claimed, "10.0.0.1", 4242, 80)
     used = KeepAliveConnection(envoy.port(), source=source, proxy=proxy)
@@ -445,7 +445,7 @@ def test_old_connection_keeps_its_policy_until_drained(build, start_lds_envoy, s
     assert seen_policy("relay-keepalive", response) == "A"
     if strategy == "immediate":
         assert response.header("connection") == "close", response
-    ready, _, _ = select.select([idle.sock], [], [], 10)
+    ready, _, _ = select.select([idle.sock], [], [], 20)
     closed = time.monotonic() - phase.written
     assert ready and idle.sock.recv(1) == b"", "Envoy did not close the idle old connection"
     draining = "total_filter_chains_draining" if build == "wasm" else "total_listeners_draining"
@@ -458,7 +458,7 @@ def test_old_connection_keeps_its_policy_until_drained(build, start_lds_envoy, s
     envoy.stop()
     print(
         f"\n[{build}] {strategy}: old connection's next response connection={response.header('connection')}; "
-        f"idle old connection closed {closed:.2f} s after the rename (drain time 2 s)"
+        f"idle old connection closed {closed:.2f} s after the rename (drain time 5 s)"
     )
 
 
@@ -484,4 +484,4 @@ def test_envoy_sound_after_many_reloads(build, envoy):
     stats = envoy.listener_stats()
     print(f"\n[{build}] RSS {envoy.rss_at_start // 1024} MiB at start, +{growth // 1024} MiB after "
           f"{stats['listener_modified']} swaps and {stats['lds.update_rejected']} refused updates")
-    assert growth < 64 * 1024, f"RSS grew by {growth} KiB"
+    assert growth < 16 * 1024, f"RSS grew by {growth} KiB"
