@@ -101,18 +101,20 @@ impl ListenerOps for FakeConnection {
 }
 
 /// A local reply: status, headers, body.
-type Response = (u16, Vec<(String, String)>, Vec<u8>);
+pub(crate) type Response = (u16, Vec<(String, String)>, Vec<u8>);
 
+/// The HTTP filter's host, in memory (also the HTTP filter's unit tests' fake).
 #[derive(Default)]
-struct FakeStream {
-    direct: Option<Vec<u8>>,
-    source: Option<Vec<u8>>,
-    headers: HeaderList,
-    state: Vec<(String, Vec<u8>)>,
-    tlv_state: Option<Vec<u8>>,
-    response: Option<Response>,
-    counters: Vec<(usize, u64)>,
-    empty_set: bool,
+pub(crate) struct FakeStream {
+    pub(crate) direct: Option<Vec<u8>>,
+    pub(crate) source: Option<Vec<u8>>,
+    pub(crate) headers: HeaderList,
+    pub(crate) state: Vec<(String, Vec<u8>)>,
+    pub(crate) tlv_state: Option<Vec<u8>>,
+    pub(crate) response: Option<Response>,
+    pub(crate) counters: Vec<(usize, u64)>,
+    /// A `set_header` with an empty value (Envoy would remove the header instead).
+    pub(crate) empty_set: bool,
 }
 
 impl HttpOps for FakeStream {

@@ -123,64 +123,9 @@ pub fn on_request_headers(
 mod tests {
     use super::*;
     use crate::core::decision::Counter;
-    use crate::core::headers::HeaderList;
+    use crate::native::fuzz_checks::FakeStream;
     use crate::native::listener::on_accept;
     use crate::native::listener::tests::{address, config, FakeConnection};
-
-    /// A local reply: status, headers, body.
-    type Response = (u16, Vec<(String, String)>, Vec<u8>);
-
-    #[derive(Default)]
-    struct FakeStream {
-        direct: Option<Vec<u8>>,
-        source: Option<Vec<u8>>,
-        headers: HeaderList,
-        state: Vec<(String, Vec<u8>)>,
-        tlv_state: Option<Vec<u8>>,
-        response: Option<Response>,
-        counters: Vec<(usize, u64)>,
-    }
-
-    impl HttpOps for FakeStream {
-        fn direct_remote(&mut self) -> Option<Vec<u8>> {
-            self.direct.clone()
-        }
-        fn source_address(&mut self) -> Option<Vec<u8>> {
-            self.source.clone()
-        }
-        fn header(&mut self, name: &str) -> Option<Vec<u8>> {
-            self.headers.get(name)
-        }
-        fn set_header(&mut self, name: &str, value: &[u8]) {
-            self.headers.set(name, value);
-        }
-        fn remove_header(&mut self, name: &str) {
-            self.headers.remove(name);
-        }
-        fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-            let headers = headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            self.response = Some((status, headers, body.to_vec()));
-        }
-        fn filter_state_bytes(&mut self, key: &str) -> Option<Vec<u8>> {
-            self.state
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        }
-        fn filter_state_typed(&mut self, _key: &str) -> Option<Vec<u8>> {
-            self.tlv_state.clone()
-        }
-        fn set_filter_state(&mut self, key: &str, value: &[u8]) {
-            self.state.push((key.to_string(), value.to_vec()));
-        }
-        fn increment(&mut self, counter_id: usize, by: u64) {
-            self.counters.push((counter_id, by));
-        }
-    }
 
     const POLICY: &str = r#"{"mode":"shadow","xff":{"trusted":["10.0.0.0/8"]},
         "headers":{"set":["x-envoy-external-address","x-real-ip"]}}"#;
