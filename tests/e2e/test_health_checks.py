@@ -235,7 +235,7 @@ def send_request(port: int, header, *, source: str, path: str = PATH, extra: lis
     """One request (`connection: close`) whose PROXY header may depend on the socket
     (`header(sock) -> bytes`)."""
     data, test_id = client.build_request(list(extra), path=path)
-    sock = client._connect(source, "127.0.0.1", port, 10.0)
+    sock = client.connect(source, "127.0.0.1", port, 10.0)
     try:
         local_port = sock.getsockname()[1]
         try:
@@ -518,7 +518,7 @@ def test_other_path_rejected_missing_proxy(build, envoy, counters, layout, kind,
 
 def keep_alive(port: int, paths: list[str], *, source: str, proxy: bytes) -> list[client.Response]:
     """Several requests on one connection, each sent once the previous answer is read."""
-    sock = client._connect(source, "127.0.0.1", port, 10.0)
+    sock = client.connect(source, "127.0.0.1", port, 10.0)
     responses = []
     try:
         sock.sendall(proxy)

@@ -116,7 +116,8 @@ class Response:
         return f"<Response {self.status} headers={self.headers!r} body={self.body[:300]!r}>"
 
 
-def _connect(source: str, dest: str, port: int, timeout: float) -> socket.socket:
+def connect(source: str, dest: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to dest:port from the address `source` (a peer the test plays)."""
     family = socket.AF_INET6 if ":" in dest else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -211,7 +212,7 @@ def request(
     if dest is None:
         dest = "::1" if ":" in source else "127.0.0.1"
     data, test_id = build_request(headers, method=method, path=path, test_id=test_id)
-    sock = _connect(source, dest, port, timeout)
+    sock = connect(source, dest, port, timeout)
     local_port = sock.getsockname()[1]
     try:
         reset = False
@@ -236,7 +237,7 @@ def send_raw(port: int, data: bytes, *, source: str = "127.0.0.1", dest: str | N
     """Sends bytes as they are, returns (everything read until close, reset)."""
     if dest is None:
         dest = "::1" if ":" in source else "127.0.0.1"
-    sock = _connect(source, dest, port, timeout)
+    sock = connect(source, dest, port, timeout)
     try:
         try:
             sock.sendall(data)

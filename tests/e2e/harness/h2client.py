@@ -14,6 +14,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
+from .client import connect
+
 
 @dataclass
 class H2Response:
@@ -26,15 +28,6 @@ class H2Response:
     reset: int | None = None
     goaway: int | None = None  # the GOAWAY error code that ended the stream unanswered
     ended: bool = False
-
-
-def _connect(source: str, dest: str, port: int, timeout: float) -> socket.socket:
-    family = socket.AF_INET6 if ":" in dest else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    sock.bind((source, 0))
-    sock.connect((dest, port))
-    return sock
 
 
 def requests(
@@ -60,7 +53,7 @@ def requests(
         normalize_inbound_headers=False,
     )
     conn = h2.connection.H2Connection(config=config)
-    sock = _connect(source, dest, port, timeout)
+    sock = connect(source, dest, port, timeout)
     results: dict[int, H2Response] = {}
     order: list[int] = []
     try:
