@@ -713,6 +713,21 @@ fn check_headers(
     let rules = &policy.headers;
     let tlv_names: Vec<&str> = rules.tlv.iter().map(|(_, n)| n.as_str()).collect();
     let incoming_value = |name: &str| incoming.headers.get(name);
+    // What append mode writes: the incoming value (unless the strip step removed it), then
+    // `last`.
+    let appended = |name: &str, last: &[u8]| {
+        let stripped = !c_trusted && rules.strip.iter().any(|n| n == name);
+        let before = if stripped { None } else { incoming_value(name) };
+        let mut v = before
+            .filter(|v| !v.trim_ascii().is_empty())
+            .map(|mut v| {
+                v.extend_from_slice(b", ");
+                v
+            })
+            .unwrap_or_default();
+        v.extend_from_slice(last);
+        v
+    };
     for op in &verdict.headers {
         let name = op.name();
         let value = match op {
@@ -745,19 +760,7 @@ fn check_headers(
                         .collect::<Vec<_>>()
                         .join(&b", "[..]),
                 ),
-                XffMode::Append => {
-                    let stripped = !c_trusted && rules.strip.iter().any(|n| n == X_FORWARDED_FOR);
-                    let before = if stripped { None } else { incoming_value(name) };
-                    let mut v = before
-                        .filter(|v| !v.trim_ascii().is_empty())
-                        .map(|mut v| {
-                            v.extend_from_slice(b", ");
-                            v
-                        })
-                        .unwrap_or_default();
-                    v.extend_from_slice(&text(c));
-                    Some(v)
-                }
+                XffMode::Append => Some(appended(name, &text(c))),
                 XffMode::Remove => None,
                 XffMode::Preserve => {
                     return Err("x-forwarded-for written in preserve mode".to_string())
@@ -777,19 +780,7 @@ fn check_headers(
                     .map(|ip| forwarded_element(*ip))
                     .collect::<Vec<_>>()
                     .join(&b", "[..]),
-                _ => {
-                    let stripped = !c_trusted && rules.strip.iter().any(|n| n == FORWARDED);
-                    let before = if stripped { None } else { incoming_value(name) };
-                    let mut v = before
-                        .filter(|v| !v.trim_ascii().is_empty())
-                        .map(|mut v| {
-                            v.extend_from_slice(b", ");
-                            v
-                        })
-                        .unwrap_or_default();
-                    v.extend_from_slice(&forwarded_element(c));
-                    v
-                }
+                _ => appended(name, &forwarded_element(c)),
             };
             ensure(value == Some(want.as_slice()), || {
                 format!("forwarded {:?}, want {}", value.map(shown), shown(&want))
